@@ -1,0 +1,137 @@
+"""The `clickagg` command: mint links, run the capture service, set up topics and tables, load."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    help="ClickAgg: ad click capture, aggregation and reconciliation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+@app.command()
+def mint(
+    advertiser: str = typer.Option(..., "--advertiser", "-a", help="Advertiser id"),
+    campaign: str = typer.Option(..., "--campaign", "-c", help="Campaign id"),
+    ad: str = typer.Option(..., "--ad", help="Ad id"),
+    landing: str = typer.Option(..., "--landing", "-l", help="Landing URL (http/https)"),
+    impression: str = typer.Option(
+        None, "--impression", "-i", help="Impression id (default: a new random one)"
+    ),
+    publisher: str = typer.Option("direct", "--publisher", "-p", help="Publisher id"),
+    ttl: int = typer.Option(None, "--ttl", help="Lifetime in seconds (default from settings)"),
+    key_id: str = typer.Option(None, "--key-id", help="Signing key id (default: the first key)"),
+    token_only: bool = typer.Option(False, "--token-only", help="Print the token, not the URL"),
+) -> None:
+    """Mint a signed click URL for one impression (what the ad server does per impression)."""
+    import uuid
+
+    from clickagg_platform.settings import get_settings
+    from clickagg_platform.tokens import click_url, mint_token
+
+    s = get_settings()
+    try:
+        token = mint_token(
+            s.keyring(),
+            key_id or s.active_key_id,
+            impression_id=impression or uuid.uuid4().hex,
+            advertiser_id=advertiser,
+            campaign_id=campaign,
+            ad_id=ad,
+            landing_url=landing,
+            publisher_id=publisher,
+            ttl_s=ttl if ttl is not None else s.token_ttl_s,
+        )
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(token if token_only else click_url(s.public_base_url, token))
+
+
+@app.command()
+def capture(
+    host: str = typer.Option(None, help="Bind address (default CLICKAGG_CAPTURE_HOST)"),
+    port: int = typer.Option(None, help="Port (default CLICKAGG_CAPTURE_PORT)"),
+    workers: int = typer.Option(1, help="Processes; each owns its own spool slot"),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Run the capture service (GET /c/{token} -> durable click -> 302)."""
+    import uvicorn
+
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    uvicorn.run(
+        "clickagg_platform.capture:create_app",
+        factory=True,
+        host=host or s.capture_host,
+        port=port or s.capture_port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=log_level,
+        backlog=4096,
+        timeout_graceful_shutdown=15,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply ClickHouse schema migrations (idempotent)."""
+    from clickagg_platform import clickhouse
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    try:
+        applied = clickhouse.migrate(s)
+    except Exception as err:  # noqa: BLE001 - turned into a CLI message
+        _fail(f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port}: {err}")
+    typer.echo(f"database {s.clickhouse_database}: {len(applied)} migration(s) applied")
+
+
+@app.command()
+def topics(
+    wait: float = typer.Option(60.0, help="Seconds to wait for the broker"),
+) -> None:
+    """Create the clicks topic with the configured partitions (idempotent)."""
+    from clickagg_platform import kafka_admin
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    try:
+        kafka_admin.wait_for_broker(s, timeout_s=wait)
+        created = kafka_admin.ensure_topic(s)
+    except Exception as err:  # noqa: BLE001 - turned into a CLI message
+        _fail(str(err))
+    state = "created" if created else "exists"
+    typer.echo(f"topic {s.clicks_topic} ({s.clicks_partitions} partitions): {state}")
+
+
+def _register_optional() -> None:
+    """Commands whose modules land with later issues register themselves when present."""
+    try:
+        from clickagg_platform.cli_load import load
+    except ImportError:
+        return
+    app.command("load")(load)
+
+
+_register_optional()
+
+
+def main() -> None:
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""One settings object for every process; environment variables with the prefix ``CLICKAGG_``.
+
+Local defaults start everything on loopback under ``.local/``. Pointing the platform at external
+services is a matter of environment: ``CLICKAGG_KAFKA_BOOTSTRAP``, ``CLICKAGG_CLICKHOUSE_HOST``
+with ``CLICKAGG_CLICKHOUSE_EXTERNAL=1``, ``CLICKAGG_LAKE_URL=s3://...``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLICKAGG_", extra="ignore")
+
+    local_dir: Path = Field(REPO_ROOT / ".local", description="Local data and pids")
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(None, description="External brokers; unset = local")
+    kafka_port: int = Field(19092, description="Port of the local broker")
+    clicks_topic: str = Field("clicks", description="Topic of raw clicks (key = event_id)")
+    clicks_partitions: int = Field(6, description="Partitions of the clicks topic when created")
+    clicks_replication: int = Field(1, description="Replication factor when creating topics")
+
+    # ClickHouse
+    clickhouse_host: str = Field("127.0.0.1", description="ClickHouse host (native protocol)")
+    clickhouse_port: int = Field(19000, description="ClickHouse native port")
+    clickhouse_http_port: int = Field(18123, description="ClickHouse HTTP port (health)")
+    clickhouse_user: str = Field("default", description="Read-write ClickHouse user")
+    clickhouse_password: str = Field("", description="Password of clickhouse_user")
+    clickhouse_database: str = Field("clickagg", description="Database holding all tables")
+    clickhouse_external: bool = Field(False, description="Use an external server; start nothing")
+
+    # Capture service
+    capture_host: str = Field("127.0.0.1", description="Bind address of the capture service")
+    capture_port: int = Field(18080, description="Port of the capture service")
+    produce_timeout_ms: int = Field(
+        1000, description="Bounded wait for a Kafka ack before a click is spooled instead"
+    )
+    producer_linger_ms: int = Field(2, description="librdkafka linger.ms of the capture producer")
+    spool_dir: Path | None = Field(None, description="Local fsync'd spool; default .local/spool")
+    hash_salt: str = Field("local-dev-salt", description="Key of the hashes of client IPs/ids")
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1", description="Peers whose X-Forwarded-For is trusted (comma-separated)"
+    )
+    spool_segment_bytes: int = Field(16 * 1024 * 1024, description="Spool segment roll size")
+
+    # Click tokens: "kid:secret,kid2:secret2"; the first key signs, all listed keys verify.
+    signing_keys: str = Field(
+        "k1:local-dev-secret-change-me",
+        description="Comma-separated kid:secret pairs; first signs, all verify (rotation)",
+    )
+    token_ttl_s: int = Field(7 * 24 * 3600, description="Default lifetime of a minted click URL")
+    public_base_url: str = Field("http://127.0.0.1:18080", description="Base URL of minted links")
+
+    # Lake
+    lake_url: str = Field("", description="Raw archive root; default file://<local_dir>/lake")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint override")
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _keys_well_formed(cls, v: str) -> str:
+        for pair in v.split(","):
+            kid, sep, secret = pair.strip().partition(":")
+            if not sep or not kid or not secret:
+                raise ValueError("signing_keys must look like 'kid:secret[,kid2:secret2]'")
+        return v
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.local_dir / "spool"
+
+    @property
+    def lake_root(self) -> str:
+        return self.lake_url or f"file://{self.local_dir / 'lake'}"
+
+    def keyring(self) -> dict[str, bytes]:
+        pairs = [p.strip().partition(":") for p in self.signing_keys.split(",")]
+        return {kid: secret.encode() for kid, _, secret in pairs}
+
+    @property
+    def active_key_id(self) -> str:
+        return self.signing_keys.split(",")[0].strip().partition(":")[0]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
