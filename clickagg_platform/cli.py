@@ -79,6 +79,7 @@ def capture(
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is handled (from trusted peers) by the app
         log_level=log_level,
         backlog=4096,
         timeout_graceful_shutdown=15,

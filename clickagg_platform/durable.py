@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from clickagg_platform.producer import AsyncProducer, producer_config
@@ -20,6 +21,7 @@ from clickagg_platform.spool import Spool, read_records
 log = logging.getLogger("clickagg.capture.durable")
 
 DRAIN_IDLE_S = 0.2
+TIMEOUT_RESOLUTION_S = 0.02
 DRAIN_BACKOFF_MAX_S = 5.0
 
 
@@ -36,6 +38,7 @@ class DurableSink:
         self._wake_drain = asyncio.Event()
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-io")
         self._tasks: list[asyncio.Task] = []
+        self._waits: deque[tuple[float, asyncio.Future]] = deque()
         self._stopping = False
 
     async def start(self) -> None:
@@ -55,6 +58,7 @@ class DurableSink:
         self._tasks = [
             asyncio.create_task(self._writer(), name="spool-writer"),
             asyncio.create_task(self._drainer(), name="spool-drainer"),
+            asyncio.create_task(self._expirer(), name="ack-timeouts"),
         ]
 
     async def stop(self) -> None:
@@ -101,10 +105,20 @@ class DurableSink:
             return "local queue full"
         except Exception as exc:  # noqa: BLE001 - any producer error means: spool it
             return f"produce failed: {exc}"
-        timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, fut)
-        err = await fut
-        timer.cancel()
-        return err
+        # one shared sweeper expires waits in order (the timeout is constant, so deadlines are
+        # monotonic): far cheaper per click than a timer handle each
+        self._waits.append((time.monotonic() + self.timeout_s, fut))
+        return await fut
+
+    async def _expirer(self) -> None:
+        waits = self._waits
+        while True:
+            await asyncio.sleep(TIMEOUT_RESOLUTION_S)
+            now = time.monotonic()
+            while waits and waits[0][0] <= now:
+                fut = waits.popleft()[1]
+                if not fut.done():
+                    fut.set_result("ack timeout")
 
     def _mark_unhealthy(self, err: str) -> None:
         if self.kafka_healthy:
@@ -205,8 +219,3 @@ class DurableSink:
             self.metrics.drained.inc(len(records))
             self.metrics.spool_depth.set(self._depth)
         return True
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result("ack timeout")

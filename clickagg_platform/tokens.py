@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import msgspec
 
 TOKEN_VERSION = 1
 MAX_TOKEN_LEN = 2048
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# scheme, then a host[:port] with no userinfo, then an optional path/query/fragment
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#].*)?$")
 
 
 class TokenError(ValueError):
@@ -65,8 +65,7 @@ def validate_landing_url(url: str) -> str:
         raise ValueError("landing URL must be ASCII (percent-encoded), at most 1024 characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise ValueError("landing URL must not contain spaces or control characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.netloc.startswith("@"):
+    if not _URL_RE.match(url):
         raise ValueError("landing URL must be an absolute http:// or https:// URL")
     return url
 
@@ -119,7 +118,7 @@ def mint_token(
             issued + ttl_s,
         ]
     )
-    sig = hmac.new(keyring[key_id], payload, hashlib.sha256).digest()
+    sig = hmac.digest(keyring[key_id], payload, "sha256")
     return f"{_b64e(payload)}.{_b64e(sig)}"
 
 
@@ -135,15 +134,17 @@ def verify_token(
         sig = _b64d(sig_b64)
     except (binascii.Error, ValueError):
         raise TokenError("malformed") from None
+    if _b64e(payload) != payload_b64 or _b64e(sig) != sig_b64:  # one spelling per token
+        raise TokenError("malformed")
     try:
         fields = _payload_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):  # incl. bad UTF-8
         raise TokenError("malformed") from None
     version, kid = fields[0], fields[1]
     key = keyring.get(kid)
     if version != TOKEN_VERSION or key is None:
         raise TokenError("unknown_key")
-    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    expected = hmac.digest(key, payload, "sha256")
     if not hmac.compare_digest(expected, sig):
         raise TokenError("bad_signature")
     claims = ClickClaims(kid, *fields[2:])

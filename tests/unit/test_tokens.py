@@ -144,3 +144,23 @@ def test_arbitrary_payload_with_random_signature_never_verifies(raw):
     b64 = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     with pytest.raises(TokenError):
         verify_token(f"{b64}.{b64}", ROTATING, now=NOW)
+
+
+def test_payload_with_invalid_utf8_is_malformed_not_a_crash():
+    # found by the endpoint fuzz test: a flipped base64 character made the payload invalid UTF-8
+    bad = base64.urlsafe_b64encode(b'[1,"\xa2"]').rstrip(b"=").decode()
+    with pytest.raises(TokenError) as err:
+        verify_token(f"{bad}.{bad}", ROTATING, now=NOW)
+    assert err.value.reason == "malformed"
+
+
+def test_non_canonical_base64_spelling_is_rejected():
+    token = _mint()
+    payload_b64, sig_b64 = token.split(".")
+    # the last base64 character of a 32-byte signature carries 2 unused bits: flip one
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(sig_b64[-1])
+    respelled = sig_b64[:-1] + alphabet[last ^ 1]
+    assert base64.urlsafe_b64decode(respelled + "=") == base64.urlsafe_b64decode(sig_b64 + "=")
+    with pytest.raises(TokenError):
+        verify_token(f"{payload_b64}.{respelled}", ROTATING, now=NOW)
