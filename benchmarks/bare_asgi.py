@@ -16,5 +16,9 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] == "/healthz":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     await send({"type": "http.response.start", "status": 302, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": b""})

@@ -67,11 +67,10 @@ class DurableSink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        loop = asyncio.get_running_loop()
         if self._queue:  # appends that were accepted but not yet written: write them now
             await self._flush_queue()
         if self.producer is not None:
-            left = await loop.run_in_executor(self._io, self.producer.close, 10.0)
+            left = await self.producer.close(10.0)
             if left:
                 log.warning("%d produced clicks unacked at shutdown (they are also spooled)", left)
         if self.spool is not None:

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     produce_timeout_ms: int = Field(
         1000, description="Bounded wait for a Kafka ack before a click is spooled instead"
     )
-    producer_linger_ms: int = Field(2, description="librdkafka linger.ms of the capture producer")
+    producer_linger_ms: int = Field(5, description="librdkafka linger.ms of the capture producer")
     spool_dir: Path | None = Field(None, description="Local fsync'd spool; default .local/spool")
     hash_salt: str = Field("local-dev-salt", description="Key of the hashes of client IPs/ids")
     trusted_proxies: str = Field(
