@@ -34,6 +34,7 @@ class DurableSink:
         self.producer: AsyncProducer | None = None
         self.spool: Spool | None = None
         self._queue: list[tuple[bytes, bytes, asyncio.Future]] = []
+        self._writing = 0  # records handed to the spool writer, not yet fsynced
         self._wake_writer = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-io")
@@ -79,14 +80,16 @@ class DurableSink:
 
     @property
     def spool_depth(self) -> int:
-        return self._depth + len(self._queue)
+        """Clicks that went the spool way and are not yet acked by Kafka (queued, being
+        written, or on disk)."""
+        return self._depth + len(self._queue) + self._writing
 
     def spool_writable(self) -> bool:
         return self.spool is not None and not self._stopping
 
     async def write(self, key: bytes, value: bytes) -> str:
         start = time.perf_counter()
-        if self.kafka_healthy and self._depth == 0 and not self._queue:
+        if self.kafka_healthy and self.spool_depth == 0:
             err = await self._produce(key, value)
             if err is None:
                 self.metrics.kafka_latency.observe(time.perf_counter() - start)
@@ -141,6 +144,7 @@ class DurableSink:
 
     async def _flush_queue(self) -> None:
         batch, self._queue = self._queue, []
+        self._writing += len(batch)
         records = [(k, v) for k, v, _ in batch]
         try:
             assert self.spool is not None
@@ -149,10 +153,12 @@ class DurableSink:
             )
         except Exception as exc:  # noqa: BLE001 - every waiter learns its click is not durable
             log.exception("spool append failed")
+            self._writing -= len(batch)
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        self._writing -= len(batch)
         self._depth += len(batch)
         self.metrics.spooled.inc(len(batch))
         self.metrics.spool_depth.set(self._depth)
@@ -169,8 +175,10 @@ class DurableSink:
             except TimeoutError:
                 pass
             self._wake_drain.clear()
-            if self._depth == 0 and not self._queue:
-                if not self.kafka_healthy:
+            if self.spool_depth == 0:
+                # nothing to replay: Kafka counts as healthy again once it answers a metadata
+                # request (a spool that just drained is proof enough, see below)
+                if not self.kafka_healthy and await self._probe():
                     self._set_healthy()
                 continue
             try:
@@ -180,9 +188,21 @@ class DurableSink:
                 drained_all = False
             if drained_all:
                 backoff = 0.5
+                if self.spool_depth == 0 and not self.kafka_healthy:
+                    self._set_healthy()
             else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, DRAIN_BACKOFF_MAX_S)
+
+    async def _probe(self) -> bool:
+        assert self.producer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._io, self.producer.list_topics, 2.0)
+        except Exception:  # noqa: BLE001 - any failure means: still unhealthy
+            await asyncio.sleep(0.5)
+            return False
+        return True
 
     def _set_healthy(self) -> None:
         log.warning("spool drained: clicks go straight to kafka again")

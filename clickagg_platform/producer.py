@@ -60,6 +60,10 @@ class AsyncProducer:
         self._producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
         return fut
 
+    def list_topics(self, timeout: float = 2.0):
+        """Metadata of our topic; raises KafkaException when the cluster does not answer."""
+        return self._producer.list_topics(self.topic, timeout=timeout)
+
     def flush(self, timeout: float = 10.0) -> int:
         return self._producer.flush(timeout)
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from clickagg_platform import loadgen as lg
 from clickagg_platform.capture import event_time_for
-from clickagg_platform.cli_load import load, run_http_load
+from clickagg_platform.cli_load import load
+from clickagg_platform.loadgen.run_http import run_http_load
 from clickagg_platform.model import event_id_for
 from clickagg_platform.settings import Settings
 from clickagg_platform.tokens import verify_token
