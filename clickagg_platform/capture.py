@@ -27,7 +27,7 @@ from prometheus_client import (
 from clickagg_platform.durable import DurableSink
 from clickagg_platform.model import ClickEvent, encode_click, event_id_for
 from clickagg_platform.settings import Settings, get_settings
-from clickagg_platform.tokens import TokenError, verify_token
+from clickagg_platform.tokens import TokenError, TokenVerifier
 
 log = logging.getLogger("clickagg.capture")
 disable_created_metrics()
@@ -139,7 +139,7 @@ def event_time_for(client_time: int | None, issued_at_s: int, received_at: int) 
 class CaptureApp:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
-        self.keyring = self.settings.keyring()
+        self.verifier = TokenVerifier(self.settings.keyring())
         self.salt = self.settings.hash_salt.encode()
         self.trusted = frozenset(p.strip() for p in self.settings.trusted_proxies.split(","))
         self.metrics = CaptureMetrics()
@@ -198,7 +198,7 @@ class CaptureApp:
     async def click(self, scope, send, token: str):
         received_at = int(time.time() * 1000)
         try:
-            claims = verify_token(token, self.keyring, now=received_at / 1000)
+            claims = self.verifier.verify(token, received_at / 1000)
         except TokenError as err:
             if err.reason == "expired":
                 self.metrics.outcome("expired")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
 
 import msgspec
 
@@ -34,8 +34,10 @@ class TokenError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class ClickClaims:
+class ClickClaims(msgspec.Struct, frozen=True, array_like=True):
+    """The signed payload itself: decoded straight from the token's JSON array."""
+
+    version: int
     key_id: str
     impression_id: str
     advertiser_id: str
@@ -47,8 +49,7 @@ class ClickClaims:
     expires_at: int  # epoch seconds
 
 
-_Payload = tuple[int, str, str, str, str, str, str, str, int, int]
-_payload_decoder = msgspec.json.Decoder(_Payload)
+_payload_decoder = msgspec.json.Decoder(ClickClaims)
 _encoder = msgspec.json.Encoder()
 
 
@@ -124,42 +125,53 @@ def mint_token(
     return f"{_b64e(payload)}.{_b64e(sig)}"
 
 
+class TokenVerifier:
+    """Verifies tokens against a keyring; HMAC key schedules are computed once, not per click."""
+
+    def __init__(self, keyring: dict[str, bytes], skew_s: int = 300):
+        self._macs = {kid: hmac.new(key, digestmod=hashlib.sha256) for kid, key in keyring.items()}
+        self.skew_s = skew_s
+
+    def verify(self, token: str, now: float | None = None) -> ClickClaims:
+        """Verify signature, key and expiry; return the claims or raise TokenError."""
+        if not token or len(token) > MAX_TOKEN_LEN or token.count(".") != 1:
+            raise TokenError("malformed")
+        payload_b64, sig_b64 = token.split(".")
+        try:
+            payload = _b64d(payload_b64)
+            sig = _b64d(sig_b64)
+        except (binascii.Error, ValueError):
+            raise TokenError("malformed") from None
+        if _b64e(payload) != payload_b64 or _b64e(sig) != sig_b64:  # one spelling per token
+            raise TokenError("malformed")
+        try:
+            claims = _payload_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):  # incl. bad UTF-8
+            raise TokenError("malformed") from None
+        base = self._macs.get(claims.key_id)
+        if claims.version != TOKEN_VERSION or base is None:
+            raise TokenError("unknown_key")
+        mac = base.copy()
+        mac.update(payload)
+        if not hmac.compare_digest(mac.digest(), sig):
+            raise TokenError("bad_signature")
+        t = time.time() if now is None else now
+        if t > claims.expires_at:
+            raise TokenError("expired")
+        if claims.issued_at > t + self.skew_s:
+            raise TokenError("not_yet_valid")
+        try:  # defense in depth: a signed but unsafe target is still never redirected to
+            validate_landing_url(claims.landing_url)
+        except ValueError:
+            raise TokenError("bad_landing") from None
+        return claims
+
+
 def verify_token(
     token: str, keyring: dict[str, bytes], *, now: float | None = None, skew_s: int = 300
 ) -> ClickClaims:
-    """Verify signature, key and expiry; return the claims or raise TokenError."""
-    if not token or len(token) > MAX_TOKEN_LEN or token.count(".") != 1:
-        raise TokenError("malformed")
-    payload_b64, sig_b64 = token.split(".")
-    try:
-        payload = _b64d(payload_b64)
-        sig = _b64d(sig_b64)
-    except (binascii.Error, ValueError):
-        raise TokenError("malformed") from None
-    if _b64e(payload) != payload_b64 or _b64e(sig) != sig_b64:  # one spelling per token
-        raise TokenError("malformed")
-    try:
-        fields = _payload_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):  # incl. bad UTF-8
-        raise TokenError("malformed") from None
-    version, kid = fields[0], fields[1]
-    key = keyring.get(kid)
-    if version != TOKEN_VERSION or key is None:
-        raise TokenError("unknown_key")
-    expected = hmac.digest(key, payload, "sha256")
-    if not hmac.compare_digest(expected, sig):
-        raise TokenError("bad_signature")
-    claims = ClickClaims(kid, *fields[2:])
-    t = time.time() if now is None else now
-    if t > claims.expires_at:
-        raise TokenError("expired")
-    if claims.issued_at > t + skew_s:
-        raise TokenError("not_yet_valid")
-    try:  # defense in depth: a signed but unsafe target is still never redirected to
-        validate_landing_url(claims.landing_url)
-    except ValueError:
-        raise TokenError("bad_landing") from None
-    return claims
+    """One-off verification (tests, tools); services keep a `TokenVerifier`."""
+    return TokenVerifier(keyring, skew_s).verify(token, now)
 
 
 def click_url(base_url: str, token: str) -> str:
