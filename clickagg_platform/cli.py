@@ -118,6 +118,30 @@ def topics(
     typer.echo(f"topic {s.clicks_topic} ({s.clicks_partitions} partitions): {state}")
 
 
+@app.command()
+def config() -> None:
+    """Show the effective settings (environment CLICKAGG_*), secrets masked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clickagg_platform.settings import Settings
+
+    try:
+        s = Settings()
+    except Exception as err:  # noqa: BLE001 - a bad variable gets a clear message
+        _fail(f"invalid settings: {err}")
+    table = Table("variable", "value", "meaning")
+    secret = {"clickhouse_password", "hash_salt"}
+    for name, field in Settings.model_fields.items():
+        value = getattr(s, name)
+        if name == "signing_keys":
+            value = ",".join(f"{kid}:***" for kid in s.keyring())
+        elif name in secret and value:
+            value = "***"
+        table.add_row(f"CLICKAGG_{name.upper()}", str(value), field.description or "")
+    Console().print(table)
+
+
 def _register_optional() -> None:
     """Commands whose modules land with later issues register themselves when present."""
     try:
