@@ -119,6 +119,89 @@ def topics(
 
 
 @app.command()
+def api(
+    host: str = typer.Option(None, help="Bind address (default CLICKAGG_API_HOST)"),
+    port: int = typer.Option(None, help="Port (default CLICKAGG_API_PORT)"),
+    workers: int = typer.Option(1, help="Processes"),
+) -> None:
+    """Run the query API and dashboard (OpenAPI at /docs)."""
+    import uvicorn
+
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    uvicorn.run(
+        "clickagg_platform.api.app:create_app",
+        factory=True,
+        host=host or s.api_host,
+        port=port or s.api_port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+apikey_app = typer.Typer(help="Create, list and revoke advertiser API keys.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+def _key_store():
+    from clickagg_platform import clickhouse
+    from clickagg_platform.api.keys import KeyStore
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    return KeyStore(lambda: clickhouse.client(s), s.clickhouse_database)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    advertiser: str = typer.Option(..., "--advertiser", "-a", help="Advertiser id"),
+    label: str = typer.Option("", help="A note to recognise the key by"),
+) -> None:
+    """Create a key for an advertiser; the key is printed once and stored only hashed."""
+    try:
+        full, key_id = _key_store().create(advertiser, label)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(full)
+    typer.secho(
+        f"key id {key_id} for advertiser {advertiser}: store it now, it is not shown again",
+        err=True,
+    )
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: str = typer.Argument(..., help="Key id (the part after ck_)")) -> None:
+    """Revoke a key (effective within seconds)."""
+    if not _key_store().revoke(key_id):
+        _fail(f"no key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+@apikey_app.command("list")
+def apikey_list(
+    advertiser: str = typer.Option(None, "--advertiser", "-a", help="Only this advertiser"),
+) -> None:
+    """List keys (ids and state, never secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key id", "advertiser", "label", "created", "state")
+    for k in _key_store().list(advertiser):
+        table.add_row(
+            k["key_id"],
+            k["advertiser_id"],
+            k["label"],
+            str(k["created_at"]),
+            "revoked" if k["revoked"] else "active",
+        )
+    Console().print(table)
+
+
+@app.command()
 def config() -> None:
     """Show the effective settings (environment CLICKAGG_*), secrets masked."""
     from rich.console import Console

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field("clickagg", description="Database holding all tables")
     clickhouse_external: bool = Field(False, description="Use an external server; start nothing")
 
+    api_clickhouse_user: str = Field("clickagg_ro", description="Read-only user of the query API")
+    api_clickhouse_password: str = Field("", description="Password of api_clickhouse_user")
+
+    # Query API
+    api_host: str = Field("127.0.0.1", description="Bind address of the query API")
+    api_port: int = Field(18000, description="Port of the query API")
+
     # Capture service
     capture_host: str = Field("127.0.0.1", description="Bind address of the capture service")
     capture_port: int = Field(18080, description="Port of the capture service")

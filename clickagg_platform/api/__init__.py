@@ -1,0 +1,1 @@
+"""The query API and dashboard: clicks by campaign/ad/advertiser, billing statements, health."""
