@@ -5,7 +5,6 @@ An advertiser only ever sees its own campaigns: a campaign of another advertiser
 that does not exist get the same 404. ClickHouse is read with the read-only user.
 """
 
-from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
