@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Query API
     api_host: str = Field("127.0.0.1", description="Bind address of the query API")
     api_port: int = Field(18000, description="Port of the query API")
+    capture_metrics_urls: str = Field(
+        "http://127.0.0.1:18080/metrics", description="Capture /metrics URLs read for health"
+    )
+    stream_metrics_urls: str = Field(
+        "http://127.0.0.1:16066/metrics", description="Stream worker /metrics URLs for health"
+    )
 
     # Capture service
     capture_host: str = Field("127.0.0.1", description="Bind address of the capture service")

@@ -82,3 +82,90 @@ class ClickHouseReader:
             client.disconnect()
             self._local.client = None
             raise
+
+
+def exact_series_sql(db: str, g: Granularity, *, by_ad: bool = False, ad: bool = False) -> str:
+    """Clicks per bucket of one campaign from the reconciled per-minute table."""
+    ad_filter = "AND ad_id = %(ad_id)s" if ad else ""
+    group = "t, ad_id" if by_ad else "t"
+    cols = "t, ad_id, sum(clicks)" if by_ad else "t, sum(clicks)"
+    return f"""
+SELECT {cols}
+FROM
+(
+    SELECT {_BUCKET[g]} AS t, ad_id, clicks
+    FROM {_db(db)}.minute_aggregates_batch
+    WHERE campaign_id = %(campaign_id)s {ad_filter}
+      AND window_start >= %(start)s AND window_start < %(end)s
+)
+GROUP BY {group}
+ORDER BY {group}
+"""
+
+
+def reconciled_hours_sql(db: str) -> str:
+    """Hours the batch has reconciled (an hour without any click still has its drift row)."""
+    return f"""
+SELECT DISTINCT hour FROM {_db(db)}.minute_aggregates_batch
+WHERE hour >= %(start)s AND hour < %(end)s
+UNION ALL
+SELECT DISTINCT hour FROM {_db(db)}.drift_hours
+WHERE hour >= %(start)s AND hour < %(end)s
+"""
+
+
+def advertiser_totals_sql(db: str, source: str) -> str:
+    """Clicks per (hour, campaign, ad) of all campaigns of one advertiser, from one source."""
+    if source == "hot":
+        inner = f"""
+    SELECT toStartOfHour(window_start) AS t, campaign_id, ad_id,
+        argMax(clicks, version) AS n
+    FROM {_db(db)}.hot_clicks
+    WHERE campaign_id IN (SELECT campaign_id FROM {_db(db)}.campaigns
+                          WHERE advertiser_id = %(advertiser_id)s)
+      AND window_start >= %(start)s AND window_start < %(end)s
+    GROUP BY window_start, campaign_id, ad_id, source, source_partition"""
+    else:
+        inner = f"""
+    SELECT hour AS t, campaign_id, ad_id, clicks AS n
+    FROM {_db(db)}.minute_aggregates_batch
+    WHERE advertiser_id = %(advertiser_id)s
+      AND window_start >= %(start)s AND window_start < %(end)s"""
+    return f"SELECT t, campaign_id, ad_id, sum(n) FROM ({inner}) GROUP BY t, campaign_id, ad_id"
+
+
+def campaign_drift_sql(db: str) -> str:
+    return f"""
+SELECT hour, sum(hot_clicks), sum(batch_clicks), sum(stream_too_late)
+FROM {_db(db)}.drift_report
+WHERE campaign_id = %(campaign_id)s AND hour >= %(start)s AND hour < %(end)s
+GROUP BY hour
+ORDER BY hour
+"""
+
+
+def billing_sql(db: str) -> str:
+    return f"""
+SELECT day, campaign_id, billable_clicks, cpc_micros, spend_micros, in_catalog
+FROM {_db(db)}.billing_daily
+WHERE advertiser_id = %(advertiser_id)s AND day >= %(start)s AND day <= %(end)s
+ORDER BY day, campaign_id
+"""
+
+
+def adjustments_sql(db: str) -> str:
+    """Adjustment lines issued on the statement's days (each row is one issued line)."""
+    return f"""
+SELECT billed_day, campaign_id, delta_clicks, delta_spend_micros, invoice_day, detected_at
+FROM {_db(db)}.billing_adjustments
+WHERE advertiser_id = %(advertiser_id)s AND invoice_day >= %(start)s AND invoice_day <= %(end)s
+ORDER BY invoice_day, billed_day, campaign_id, version
+"""
+
+
+def batch_health_sql(db: str) -> str:
+    return f"""
+SELECT max(hour), maxIf(unexplained_rel, hour >= now() - 86400),
+    countIf(hour >= now() - 86400)
+FROM {_db(db)}.drift_hours
+"""
