@@ -12,6 +12,7 @@ command -v mvn >/dev/null || need+=(maven)
 command -v curl >/dev/null || need+=(curl)
 command -v promtool >/dev/null || need+=(prometheus)  # promtool validates the alert rules
 command -v wrk >/dev/null || need+=(wrk)  # load generator of bench-capture
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)  # dashboard browser test
 command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need[*]}; run as root or install them"; exit 1; fi

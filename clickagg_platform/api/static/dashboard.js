@@ -30,7 +30,8 @@ function frame(container, yMax) {
     const y = T + (H - B - T) * (1 - i / 4);
     el("line", { x1: L, x2: W - R, y1: y, y2: y }, g);
     const t = el("text", { x: L - 4, y: y + 3, "text-anchor": "end" }, g);
-    t.textContent = Math.round((yMax * i) / 4);
+    const v = (yMax * i) / 4;
+    t.textContent = yMax < 10 ? v.toFixed(2) : Math.round(v);
   }
   return { svg, W, H, L, B, T, R };
 }
@@ -68,6 +69,10 @@ function barChart(container, rows) {
     const h = ((f.H - f.B - f.T) * v) / yMax;
     el("rect", { x: f.L + i * w + 1, y: f.H - f.B - h, width: Math.max(1, w - 2), height: Math.max(h, 1),
                  class: "bar" + (vals[i] < 0 ? " neg" : "") }, f.svg);
+    if (rows.length <= 24 || i % 3 === 0) {
+      const lab = el("text", { x: f.L + (i + 0.5) * w, y: f.H - 6, "text-anchor": "middle", class: "axis" }, f.svg);
+      lab.textContent = r.hour.slice(11, 13) + ":00";
+    }
   });
 }
 
@@ -84,7 +89,7 @@ async function refresh() {
   try {
     const [hot, exact, drift, health] = await Promise.all([
       api(`${base}/clicks?${q}&accuracy=fast`),
-      api(`${base}/clicks?${q}&accuracy=exact`),
+      api(`${base}/clicks?${q}&accuracy=auto`),  // reconciled points only where reconciled
       api(`${base}/drift?from=${new Date(to - 24 * 3600 * 1000).toISOString()}&to=${to.toISOString()}`),
       api(`/v1/ops/health`),
     ]);
