@@ -202,6 +202,37 @@ def apikey_list(
 
 
 @app.command()
+def retention(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be dropped"),
+    hot_days: int = typer.Option(None, help="Override the hot table's retention (days)"),
+) -> None:
+    """Drop ClickHouse partitions past their retention (18.16 has no TTL); billing is kept."""
+    from datetime import UTC, datetime
+
+    from clickagg_platform import clickhouse
+    from clickagg_platform.retention import DEFAULT_POLICY, apply_retention
+    from clickagg_platform.settings import get_settings
+
+    if hot_days is not None and hot_days < 1:
+        _fail("--hot-days must be at least 1")
+    policy = dict(DEFAULT_POLICY)
+    if hot_days is not None:
+        policy["hot_clicks"] = hot_days
+    s = get_settings()
+    c = clickhouse.client(s)
+    try:
+        drops = apply_retention(
+            c, s.clickhouse_database, datetime.now(UTC).date(), policy, dry_run=dry_run
+        )
+    finally:
+        c.disconnect()
+    verb = "would drop" if dry_run else "dropped"
+    for d in drops:
+        typer.echo(f"{verb} {d.table} partition {d.partition_id} ({d.day})")
+    typer.echo(f"{len(drops)} partition(s) {verb}")
+
+
+@app.command()
 def config() -> None:
     """Show the effective settings (environment CLICKAGG_*), secrets masked."""
     from rich.console import Console
