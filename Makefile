@@ -5,7 +5,8 @@ SHELL := /bin/bash
 help:
 	@echo "make demo        start Kafka, ClickHouse, capture, stream worker, traffic (make demo-stop)"
 	@echo "make test        install what is missing, start services, run all tests, stop them"
-	@echo "make bench-capture | bench-stream   benchmarks (results in docs/benchmarks.md)"
+	@echo "make bench-capture | bench-stream | bench-reconcile | bench-query   benchmarks"
+	@echo "                  (results in docs/benchmarks.md)"
 	@echo "make up / down   start / stop Kafka and ClickHouse only"
 
 install:
@@ -42,4 +43,14 @@ bench-capture: install
 bench-stream: install
 	@infra/bench.sh stream
 
-.PHONY: help install demo demo-stop demo-status up down test test-unit lint bench-capture bench-stream
+bench-reconcile: install
+	@infra/bench.sh reconcile
+
+bench-query: install
+	@infra/bench.sh query
+
+dbt-prepare: install
+	@.venv/bin/python -m assets.dbt
+
+.PHONY: help install demo demo-stop demo-status up down test test-unit lint dbt-prepare \
+	bench-capture bench-stream bench-reconcile bench-query

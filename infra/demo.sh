@@ -24,9 +24,8 @@ clickagg topics
 clickagg migrate
 infra/proc.sh start capture clickagg capture
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$CAPTURE_PORT/healthz" >/dev/null && break; sleep 0.1; done
-if [ -f streaming/app.py ]; then
-  infra/proc.sh start worker faust -A streaming.app worker -l warning
-fi
+infra/proc.sh start worker faust -A streaming.app worker -l warning
+infra/proc.sh start archiver faust -A streaming.archive_app worker -l warning
 if clickagg load --help >/dev/null 2>&1; then
   infra/proc.sh start load clickagg load --rate "$RATE" --duration 86400 \
     --url "http://127.0.0.1:$CAPTURE_PORT" --manifest .local/demo/manifest.json
@@ -39,6 +38,8 @@ ClickAgg demo is running (stop it with: make demo-stop)
   a signed click    $LINK
   Kafka             127.0.0.1:${CLICKAGG_KAFKA_PORT:-19092}   topic clicks
   ClickHouse        127.0.0.1:${CLICKAGG_CLICKHOUSE_PORT:-19000} (native), http://127.0.0.1:${CLICKAGG_CLICKHOUSE_HTTP_PORT:-18123}
+  stream worker     http://127.0.0.1:${CLICKAGG_STREAM_WEB_PORT:-16066}/metrics   (hot table clickagg.hot_clicks)
+  raw archiver      http://127.0.0.1:${CLICKAGG_STREAM_ARCHIVE_WEB_PORT:-16067}/metrics   (lake .local/lake/raw)
   traffic           ${RATE} clicks/s through HTTP, ground truth in .local/demo/manifest.json
   logs              .local/run/*.log
 MSG

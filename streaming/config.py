@@ -1,0 +1,73 @@
+"""Stream-specific knobs (env prefix ``CLICKAGG_STREAM_``), next to the platform `Settings`.
+
+The fraud constants default to the ones the seeded traffic generator and its ground truth use
+(`clickagg_platform.loadgen`), so stream, batch and ground truth share one definition.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clickagg_platform.loadgen import IP_RATE_THRESHOLD
+from clickagg_platform.settings import Settings, get_settings
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLICKAGG_STREAM_", extra="ignore")
+
+    app_id: str = Field("clickagg-stream", description="Faust app id; prefix of groups/topics")
+    stages: str = Field(
+        "all",
+        pattern="^(all|counter|iprate)$",
+        description="Stages this worker runs: all, counter (stage 1) or iprate (stage 2)",
+    )
+    dedup_horizon_s: int = Field(24 * 3600, description="Event-time span an event_id is kept")
+    out_of_orderness_s: float = Field(5.0, description="Watermark = max event time minus this")
+    allowed_lateness_s: float = Field(600.0, description="Corrections accepted past window end")
+    ip_rate_threshold: int = Field(
+        IP_RATE_THRESHOLD, description="More distinct clicks than this per (ip, minute) = fraud"
+    )
+    publish_interval_s: float = Field(1.0, description="How often dirty counts go to ClickHouse")
+    checkpoint_interval_s: float = Field(1.0, description="How often state deltas are saved")
+    checkpoint_max_events: int = Field(50_000, description="Checkpoint early after this many")
+    sink_backoff_max_s: float = Field(5.0, description="Longest wait between sink retries")
+    fetch_max_records: int = Field(20_000, description="Records per consumer fetch")
+    web_host: str = Field("127.0.0.1", description="Worker web server bind address")
+    web_port: int = Field(16066, description="Worker web server port (/metrics)")
+    state_dir: Path | None = Field(None, description="Local state; default <local_dir>/stream")
+    # raw archive
+    archive_web_port: int = Field(16067, description="Archiver web server port (/metrics)")
+    archive_block_offsets: int = Field(
+        5_000, description="Offsets per archive file: file k covers [k*N, (k+1)*N)"
+    )
+    archive_flush_interval_s: float = Field(
+        10.0, description="Flush a partial block (as a part file) after this long"
+    )
+
+    def state_path(self, settings: Settings) -> Path:
+        return self.state_dir or settings.local_dir / "stream"
+
+    @property
+    def horizon_ms(self) -> int:
+        return int(self.dedup_horizon_s * 1000)
+
+    @property
+    def out_of_orderness_ms(self) -> int:
+        return int(self.out_of_orderness_s * 1000)
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return int(self.allowed_lateness_s * 1000)
+
+
+@lru_cache(maxsize=1)
+def get_stream_settings() -> StreamSettings:
+    return StreamSettings()
+
+
+def both() -> tuple[Settings, StreamSettings]:
+    return get_settings(), get_stream_settings()

@@ -1,0 +1,94 @@
+"""Faust hosting shared by the stream worker and the archiver.
+
+Each engine (stream runner, archiver) consumes in batches with its own aiokafka consumer group;
+Faust provides the worker around it: lifecycle and signals, a web server bound to 127.0.0.1 with
+`/metrics`, logging, the `faust -A ... worker` CLI, and one small agent on a control topic
+(Faust's consumer needs a topic; the agent takes operator commands such as a full republish).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import faust
+from mode import Service
+
+from clickagg_platform.settings import Settings
+from streaming import metrics
+from streaming.config import StreamSettings
+
+
+class Engine(Protocol):
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def command(self, cmd: dict) -> dict: ...
+
+
+def make_app(
+    app_id: str,
+    web_port: int,
+    settings: Settings,
+    ss: StreamSettings,
+    engine_factory: Callable[[], Engine],
+) -> tuple[faust.App, dict]:
+    state_dir = ss.state_path(settings)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        datadir=str(state_dir / f"faust-{app_id}"),
+        web_bind=ss.web_host,
+        web_host=ss.web_host,
+        web_port=web_port,
+        processing_guarantee="at_least_once",  # see docs/streaming.md: no Kafka transactions
+        topic_disable_leader=True,
+        # a SIGKILLed worker's membership must expire fast, or its restart waits to rejoin
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        autodiscover=False,
+    )
+    holder: dict = {}
+    control = app.topic(
+        f"{app_id}-{settings.clicks_topic}-control",
+        partitions=1,
+        internal=True,
+        value_serializer="json",
+    )
+
+    @app.agent(control, name="handle_commands")
+    async def handle_commands(commands):
+        """Operator commands for the engine, e.g. {"cmd": "republish"}."""
+        async for cmd in commands:
+            engine = holder.get("engine")
+            yield await engine.command(cmd) if engine else {"error": "engine not started"}
+
+    class RunEngine(Service):
+        async def on_start(self) -> None:
+            logging.getLogger("clickagg").setLevel(logging.INFO)
+            holder["engine"] = engine = engine_factory()
+            await engine.start()
+            self.add_future(self._run(engine))
+
+        async def _run(self, engine: Engine) -> None:
+            try:
+                await engine.run()
+            except Exception as exc:  # a crashed engine must crash the worker, not idle
+                await self.crash(exc)
+
+        async def on_stop(self) -> None:
+            if "engine" in holder:
+                await holder["engine"].stop()
+
+    app.service(RunEngine)
+
+    @app.page("/metrics")
+    async def prometheus(web, request):
+        body, content_type = metrics.render()
+        return web.bytes(body, content_type=content_type)
+
+    holder["agent"] = handle_commands
+    return app, holder

@@ -1,0 +1,191 @@
+"""Stage 2, per partition of the IP-keyed forward topic: the per-IP click-rate fraud rule.
+
+Rule (shared with the batch path): an (ip_hash, event-time minute) with more than `threshold`
+distinct event_ids is fraud-like, and *all* of that IP's clicks in that minute are not billed.
+The source topic is keyed by event_id, so one IP's clicks are spread over every source
+partition; stage 1 forwards each first occurrence here, keyed by ip_hash, and this stage emits
+*negative* absolute counts per (minute, campaign, ad, partition) that the hot query adds to
+stage 1's counts. Before the threshold is crossed the clicks stay billed; crossing it corrects
+the windows down at once (absolute rows make a correction a plain overwrite).
+
+Replays of stage 1 re-forward identical records (stage 1 is deterministic), in source-offset
+order per source partition, so a record is a replay iff its source offset is not above the
+highest one already applied from that source partition.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import msgspec
+
+from streaming.logic.counter import Forward
+from streaming.logic.counts import AbsoluteCounts, Row
+from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
+
+IpKey = tuple[str, int]  # (ip_hash, minute)
+
+
+class ForwardBatch(msgspec.Struct, array_like=True):
+    """One stage-1 partition's first occurrences for one stage-2 partition, plus its watermark
+    after them (sent even when empty, so stage 2 can tell when a minute is closed everywhere)."""
+
+    src_partition: int
+    src_watermark: int
+    records: list[Forward]
+
+
+class IpRateDelta(msgspec.Struct, array_like=True):
+    base: int | None
+    end: int
+    src_offsets: list[tuple[int, int]]
+    src_watermarks: list[tuple[int, int]]
+    ips: list[tuple[str, int, int, bool, list[tuple[str, str]]]]
+    fraud: list[Row]
+    pending: list[Row]
+
+
+batch_encoder = msgspec.msgpack.Encoder()
+batch_decoder = msgspec.msgpack.Decoder(ForwardBatch)
+_delta_decoder = msgspec.msgpack.Decoder(IpRateDelta)
+
+
+# per (ip, minute): [distinct clicks, flagged, (campaign, ad) of each click billed so far]
+N, FLAGGED, COUNTED = 0, 1, 2
+
+
+class IpRateFlagger:
+    def __init__(
+        self, partition: int, policy: LatenessPolicy, threshold: int, n_sources: int
+    ) -> None:
+        self.partition = partition
+        self.policy = policy
+        self.threshold = threshold
+        self.n_sources = n_sources
+        self.src_offsets: dict[int, int] = {}
+        self.src_watermarks: dict[int, int] = {}
+        self.ips: dict[IpKey, list] = {}
+        self._ips_by_minute: dict[int, list[IpKey]] = {}
+        self.fraud = AbsoluteCounts(sign=-1)
+        self.next_offset: int | None = None
+        self._base: int | None = None
+        self._changed_ips: set[IpKey] = set()
+
+    @property
+    def watermark(self) -> int:
+        """The slowest source partition's watermark: a minute closed here is closed in all."""
+        if len(self.src_watermarks) < self.n_sources:
+            return NO_WATERMARK
+        return min(self.src_watermarks.values())
+
+    @property
+    def content_bound(self) -> int:
+        """No checkpoint taken now mentions a minute above this (fastest source + bound)."""
+        if not self.src_watermarks:
+            return NO_WATERMARK
+        return max(self.src_watermarks.values()) + self.policy.out_of_orderness_ms + MINUTE_MS
+
+    def process(self, batch: ForwardBatch, offset: int) -> int:
+        """Apply one forwarded batch; returns the number of billed clicks newly un-billed."""
+        if self.next_offset is not None and offset < self.next_offset:
+            return 0
+        self.next_offset = offset + 1
+        src, wm, flagged_now = batch.src_partition, self.watermark, 0
+        last = self.src_offsets.get(src, -1)
+        for r in batch.records:
+            if r.src_offset <= last:
+                continue  # a stage-1 replay of a record already applied
+            last = r.src_offset
+            if self.policy.is_closed_by(r.minute, wm):
+                continue  # closed in every source: stage 1 did not count it either
+            key = (r.ip_hash, r.minute)
+            st = self.ips.get(key)
+            if st is None:
+                st = self.ips[key] = [0, False, []]
+                self._ips_by_minute.setdefault(r.minute, []).append(key)
+            self._changed_ips.add(key)
+            st[N] += 1
+            if r.counted:
+                if st[FLAGGED]:
+                    self.fraud.add((r.minute, r.campaign_id, r.ad_id), 1, offset)
+                    flagged_now += 1
+                else:
+                    st[COUNTED].append((r.campaign_id, r.ad_id))
+            if not st[FLAGGED] and st[N] > self.threshold:
+                st[FLAGGED] = True
+                for (c, a), k in sorted(Counter(st[COUNTED]).items()):
+                    self.fraud.add((r.minute, c, a), k, offset)
+                    flagged_now += k
+                st[COUNTED] = []
+        self.src_offsets[src] = last
+        if batch.src_watermark > self.src_watermarks.get(src, NO_WATERMARK):
+            self.src_watermarks[src] = batch.src_watermark
+            self._expire()
+        return flagged_now
+
+    def _expire(self) -> None:
+        wm = self.watermark
+        if wm == NO_WATERMARK:
+            return
+        for minute in [m for m in self._ips_by_minute if self.policy.is_closed_by(m, wm)]:
+            for key in self._ips_by_minute.pop(minute):
+                self.ips.pop(key, None)
+        self.fraud.drop(lambda start: self.policy.is_closed_by(start, wm))
+
+    def rows(self) -> list[Row]:
+        return self.fraud.rows()
+
+    def mark_published(self, rows: list[Row]) -> None:
+        self.fraud.mark_published(rows)
+
+    def flagged(self, ip_hash: str, minute: int) -> bool:
+        st = self.ips.get((ip_hash, minute))
+        return bool(st and st[FLAGGED])
+
+    def mark_all_dirty(self) -> int:
+        return self.fraud.mark_all_dirty()
+
+    @property
+    def has_progress(self) -> bool:
+        """Records were applied since the last checkpoint."""
+        return self.next_offset is not None and self.next_offset != self._base
+
+    def skip(self, offset: int) -> None:
+        """An undecodable record: step over it (deterministically, like any other record)."""
+        if self.next_offset is None or offset >= self.next_offset:
+            self.next_offset = offset + 1
+
+    def delta(self) -> bytes | None:
+        if self.next_offset is None or self.next_offset == self._base:
+            return None
+        ips = []
+        for key in self._changed_ips:
+            st = self.ips.get(key)
+            if st is not None:
+                ips.append((key[0], key[1], st[N], st[FLAGGED], st[COUNTED]))
+        delta = IpRateDelta(
+            self._base,
+            self.next_offset,
+            sorted(self.src_offsets.items()),
+            sorted(self.src_watermarks.items()),
+            ips,
+            self.fraud.take_changed(),
+            self.fraud.pending(),
+        )
+        self._base, self._changed_ips = self.next_offset, set()
+        return batch_encoder.encode(delta)
+
+    def apply(self, data: bytes) -> bool:
+        d = _delta_decoder.decode(data)
+        if self.next_offset is not None and d.base != self.next_offset:
+            return False
+        self.src_offsets.update(dict(d.src_offsets))
+        self.src_watermarks.update(dict(d.src_watermarks))
+        for ip, minute, n, flagged, counted in d.ips:
+            if (ip, minute) not in self.ips:
+                self._ips_by_minute.setdefault(minute, []).append((ip, minute))
+            self.ips[(ip, minute)] = [n, flagged, [tuple(ca) for ca in counted]]
+        self.fraud.load(d.fraud, d.pending)
+        self.next_offset = self._base = d.end
+        self._expire()
+        return True

@@ -1,0 +1,182 @@
+"""Effectively-once under failure, against the real services: SIGKILL of the worker at random
+moments mid-stream, ClickHouse stopped and restarted mid-stream, two workers with a rebalance
+and one of them killed. Every case must end with hot totals == the independent recount."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.integration.stream_harness import (
+    ROOT,
+    Placed,
+    Worker,
+    delete_internal_topics,
+    metric_value,
+    now_ms,
+    produce,
+    totals,
+    wait_equal,
+)
+from tests.unit.stream_sim import expected_billable, make_events
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+
+@pytest.fixture(autouse=True)
+def _drop_internal_topics(settings, unique):
+    """The workers create internal topics per app id (t<unique>, r<unique>): drop them after."""
+    yield
+    delete_internal_topics(settings, f"t{unique}", f"r{unique}")
+
+
+def produce_slowly(settings, events, placed, chunks: int, pause: float) -> threading.Thread:
+    size = len(events) // chunks + 1
+
+    def run():
+        for i in range(0, len(events), size):
+            produce(settings, events[i : i + size], placed)
+            time.sleep(pause)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def processed(worker: Worker) -> float:
+    try:
+        return metric_value(worker.metrics(), "clickagg_stream_events_total")
+    except Exception:  # noqa: BLE001 - not up yet
+        return 0.0
+
+
+def owned(worker: Worker) -> float:
+    try:
+        return metric_value(worker.metrics(), "clickagg_stream_assigned_partitions")
+    except Exception:  # noqa: BLE001 - not up yet
+        return 0.0
+
+
+def test_sigkill_mid_stream_three_times(settings, kafka_topic, ch_database, tmp_path, unique):
+    events = make_events(seed=21, n=30_000, start_ms=now_ms() - 3_600_000)
+    placed = Placed()
+    feeder = produce_slowly(settings, events, placed, chunks=30, pause=0.25)
+    worker = Worker(settings, tmp_path / "w", f"t{unique}")
+    rng = random.Random(unique)  # kill points vary from run to run (and are in the log)
+    kills = 0
+    try:
+        for _ in range(3):
+            worker.start()
+            at = rng.randrange(200, 6000)
+            wait_until(lambda at=at: processed(worker) > at, 60, f"{at} records processed")
+            worker.kill()
+            kills += 1
+        feeder.join(120)
+        assert not feeder.is_alive()
+        assert totals(settings) != expected_billable(placed.by_partition())  # not done yet
+        worker.start()
+        wait_equal(settings, expected_billable(placed.by_partition()), 120, [worker])
+        assert kills == 3
+    finally:
+        worker.stop()
+
+
+def clickhouse(cmd: str) -> None:
+    subprocess.run(["bash", str(ROOT / "infra/clickhouse.sh"), cmd], check=True, timeout=120)
+
+
+def test_clickhouse_outage_mid_stream(settings, kafka_topic, ch_database, tmp_path, unique):
+    first = make_events(seed=31, n=5000, start_ms=now_ms() - 3_600_000)
+    second = make_events(seed=32, n=8000, start_ms=now_ms() - 3_000_000)
+    placed = Placed()
+    produce(settings, first, placed)
+    worker = Worker(settings, tmp_path / "w", f"t{unique}").start()
+    try:
+        wait_equal(settings, expected_billable(placed.by_partition()), 90, [worker])
+        clickhouse("stop")
+        try:
+            produce(settings, second, placed)
+            wait_until(
+                lambda: (
+                    metric_value(worker.metrics(), "clickagg_stream_sink_errors_total") >= 2
+                    and processed(worker) >= len(first) + len(second)
+                ),
+                60,
+                "worker consuming while the sink fails",
+            )
+            pending = metric_value(worker.metrics(), "clickagg_stream_sink_pending_rows")
+            keys = {
+                (p, ev.event_time // 60_000, ev.campaign_id, ev.ad_id)
+                for p, evs in placed.by_partition().items()
+                for ev in evs
+            }
+            # bounded by keys x partitions (clicks rows + fraud rows), not by events
+            assert 0 < pending <= 2 * len(keys) < len(first) + len(second)
+            assert worker.alive()
+            # crash while rows wait for the sink: they are in the checkpoints, not only in RAM
+            wait_until(
+                lambda: (
+                    metric_value(worker.metrics(), "clickagg_stream_uncheckpointed_records") == 0
+                ),
+                30,
+                "a checkpoint after the last record (it holds the pending rows)",
+            )
+            worker.kill()
+            worker.start()
+        finally:
+            clickhouse("start")
+        wait_equal(settings, expected_billable(placed.by_partition()), 90, [worker])
+    finally:
+        worker.stop()
+
+
+def test_two_workers_rebalance_and_kill(settings, kafka_topic, ch_database, tmp_path, unique):
+    events = make_events(seed=41, n=24_000, start_ms=now_ms() - 3_600_000)
+    placed = Placed()
+    a = Worker(settings, tmp_path / "a", f"t{unique}").start()
+    b = Worker(settings, tmp_path / "b", f"t{unique}")
+    feeder = produce_slowly(settings, events, placed, chunks=24, pause=0.3)
+    try:
+        wait_until(lambda: processed(a) > 1000, 60, "worker A progress")
+        b.start()
+        wait_until(
+            lambda: 0 < owned(b) and 0 < owned(a) < 2 * settings.clicks_partitions,
+            60,
+            "a rebalance sharing the partitions between A and B",
+        )
+        a.kill()  # B must take A's partitions, rebuilding them from the Kafka changelog
+        wait_until(lambda: owned(b) == 2 * settings.clicks_partitions, 60, "B owns all")
+        feeder.join(120)
+        assert not feeder.is_alive()
+        wait_equal(settings, expected_billable(placed.by_partition()), 120, [a, b])
+        assert "deltas applied" in b.log_path.read_text()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def kafka(cmd: str) -> None:
+    subprocess.run(["bash", str(ROOT / "infra/kafka.sh"), cmd], check=True, timeout=180)
+
+
+def test_broker_restart_mid_stream(settings, kafka_topic, ch_database, tmp_path, unique):
+    first = make_events(seed=51, n=5000, start_ms=now_ms() - 3_600_000)
+    second = make_events(seed=52, n=5000, start_ms=now_ms() - 3_000_000)
+    placed = Placed()
+    produce(settings, first, placed)
+    worker = Worker(settings, tmp_path / "w", f"t{unique}").start()
+    try:
+        wait_until(lambda: processed(worker) > 1000, 60, "worker progress")
+        kafka("kill")  # SIGKILL the broker mid-stream
+        kafka("start")
+        produce(settings, second, placed)
+        wait_equal(settings, expected_billable(placed.by_partition()), 150, [worker])
+        assert worker.alive()
+    finally:
+        kafka("start")
+        worker.stop()
