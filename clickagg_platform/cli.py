@@ -65,24 +65,37 @@ def capture(
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Run the capture service (GET /c/{token} -> durable click -> 302)."""
-    import uvicorn
-
     from clickagg_platform.settings import get_settings
 
     s = get_settings()
-    uvicorn.run(
+    _serve(
         "clickagg_platform.capture:create_app",
+        host or s.capture_host,
+        port or s.capture_port,
+        workers,
+        log_level,
+        backlog=4096,
+    )
+
+
+def _serve(factory: str, host: str, port: int, workers: int, log_level: str, **extra) -> None:
+    """uvicorn with the platform's choices: uvloop + httptools, no access log, and no proxy
+    header rewriting (capture trusts X-Forwarded-For itself, only from trusted peers)."""
+    import uvicorn
+
+    uvicorn.run(
+        factory,
         factory=True,
-        host=host or s.capture_host,
-        port=port or s.capture_port,
+        host=host,
+        port=port,
         workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=False,
-        proxy_headers=False,  # X-Forwarded-For is handled (from trusted peers) by the app
+        proxy_headers=False,
         log_level=log_level,
-        backlog=4096,
         timeout_graceful_shutdown=15,
+        **extra,
     )
 
 
@@ -125,21 +138,15 @@ def api(
     workers: int = typer.Option(1, help="Processes"),
 ) -> None:
     """Run the query API and dashboard (OpenAPI at /docs)."""
-    import uvicorn
-
     from clickagg_platform.settings import get_settings
 
     s = get_settings()
-    uvicorn.run(
+    _serve(
         "clickagg_platform.api.app:create_app",
-        factory=True,
-        host=host or s.api_host,
-        port=port or s.api_port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
+        host or s.api_host,
+        port or s.api_port,
+        workers,
+        "warning",
     )
 
 
