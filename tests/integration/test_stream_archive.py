@@ -151,6 +151,7 @@ def test_archive_exactly_once_per_offset_after_kill_and_replay(
             t["event_time"].to_pylist(),
             strict=True,
         )
-        if et // 3_600_000 * 3_600_000 == hour
+        # the undecodable record has no event time; it shares a file with clicks of the hour
+        if et is not None and et // 3_600_000 * 3_600_000 == hour
     )
     assert got == in_hour and sum(in_hour.values()) > 100
