@@ -263,16 +263,25 @@ def config() -> None:
     Console().print(table)
 
 
-def _register_optional() -> None:
-    """Commands whose modules land with later issues register themselves when present."""
-    try:
-        from clickagg_platform.cli_load import load
-    except ImportError:
-        return
+def _register_submodules() -> None:
+    """Commands that live in their own modules (imported lazily inside each command)."""
+    from clickagg_platform.cli_batch import campaigns_import, reconcile_hour
+    from clickagg_platform.cli_load import load
+
     app.command("load")(load)
+    campaigns = typer.Typer(
+        help="The campaign catalog (CPCs used by billing).", no_args_is_help=True
+    )
+    campaigns.command("import")(campaigns_import)
+    app.add_typer(campaigns, name="campaigns")
+    batch = typer.Typer(
+        help="The batch (truth) path, outside the Dagster UI.", no_args_is_help=True
+    )
+    batch.command("reconcile")(reconcile_hour)
+    app.add_typer(batch, name="batch")
 
 
-_register_optional()
+_register_submodules()
 
 
 def main() -> None:

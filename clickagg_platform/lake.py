@@ -152,7 +152,8 @@ def raw_files(root: str, topic: str, settings: Settings | None = None) -> list[R
         if path.endswith(".parquet"):
             f = parse_raw_name(path)
             if f:
-                found.append(RawFile(f.partition, f.first, f.last, _url(root, base, path)))
+                url = _url(base, path, settings)
+                found.append(RawFile(f.partition, f.first, f.last, url))
     return resolve_blocks(found)
 
 
@@ -173,9 +174,9 @@ def hour_files(root: str, topic: str, hour: datetime, settings=None) -> list[Raw
     ]
 
 
-def _url(root: str, base: str, path: str) -> str:
+def _url(base: str, path: str, settings: Settings | None = None) -> str:
     """Map a filesystem path found under `base` back to a URL under the lake root."""
-    fs_base = filesystem(base)[1]
+    fs_base = filesystem(base, settings)[1]
     return base + path[len(fs_base) :]
 
 

@@ -11,7 +11,11 @@ case "${1:-}" in
   start)
     shift 2
     if alive; then echo "[$name] already running (pid $(cat "$pidf"))" >&2; exit 0; fi
-    (cd "$ROOT" && setsid nohup "$@" >"$RUN/$name.log" 2>&1 </dev/null & echo $! >"$pidf")
+    cd "$ROOT"
+    # a session of its own (no controlling terminal, own process group): stop signals the
+    # whole group, so children (uvicorn/faust workers) go too. $! is the command itself.
+    setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+    echo $! >"$pidf"
     echo "[$name] started (pid $(cat "$pidf")), log $RUN/$name.log" >&2 ;;
   stop)
     if alive; then

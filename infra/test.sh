@@ -17,4 +17,5 @@ for svc in kafka clickhouse; do
   fi
 done
 .venv/bin/ruff check .
+.venv/bin/python -m assets.dbt  # the dbt manifest, prepared ahead of time (never at import)
 .venv/bin/python -m pytest -p no:cacheprovider -q -ra "$@"

@@ -1,0 +1,231 @@
+"""bench-reconcile: one UTC day of N clicks (default 10 million) reconciled by the Spark job,
+and by DuckDB running the same dedup + fraud + aggregate over the same files (the
+single-machine baseline), in the same run.
+
+1. Generate the day straight into a lake dir in the raw archive's layout (6 Kafka partitions,
+   one Parquet file per offset block, hour markers): ~5% duplicate copies at later offsets,
+   ~5% late clicks (up to 20 min behind), ~3% bot UAs, IP bursts over the rate threshold.
+2. Spark (`local[*]`, the SparkResource's session): read the day's files + reconcile + collect,
+   timed from the read to the collected result (the session is started before the clock).
+3. DuckDB: `reconcile.duckdb_reconcile` over the same files, same parameters.
+Both results must be identical per (minute, advertiser, campaign, ad), else the run fails.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clickagg_platform import lake  # noqa: E402
+from clickagg_platform.loadgen.rules import BOT_USER_AGENTS, NORMAL_USER_AGENTS  # noqa: E402
+from clickagg_platform.reconcile import (  # noqa: E402
+    ReconcileParams,
+    duckdb_reconcile,
+    reconcile,
+)
+
+DAY0 = 1_767_225_600_000  # 2026-01-01T00:00Z
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+PARTITIONS = 6
+BLOCK = 250_000
+TOPIC = "clicks"
+
+
+def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    raw = rng.bytes(16 * n)
+    return np.frombuffer(binascii.hexlify(raw), dtype="S32")
+
+
+def generate(root: str, n: int, seed: int = 7) -> dict:
+    """Write n clicks of one day as raw archive files; returns what was generated."""
+    rng = np.random.default_rng(seed)
+    n_dup = int(n * 0.05)
+    n_unique = n - n_dup
+    ids = _hex_ids(rng, n_unique)
+    t = np.sort(rng.integers(DAY0, DAY0 + DAY_MS, n_unique))
+    late = rng.random(n_unique) < 0.05
+    t = np.where(late, np.maximum(DAY0, t - rng.integers(10_000, 1_200_000, n_unique)), t)
+    ip = rng.integers(0, 2_000_000, n_unique)
+    # bursts: 300 IPs x 45 clicks each inside one minute
+    burst_idx = rng.choice(n_unique, 300 * 45, replace=False)
+    burst_ip = 10_000_000 + np.repeat(np.arange(300), 45)
+    burst_minute = np.repeat(rng.integers(DAY0 // 60_000, (DAY0 + DAY_MS) // 60_000, 300), 45)
+    ip[burst_idx] = burst_ip
+    t[burst_idx] = burst_minute * 60_000 + rng.integers(0, 60_000, len(burst_idx))
+    ua_pool = np.array(NORMAL_USER_AGENTS + BOT_USER_AGENTS, dtype=object)
+    ua = np.where(
+        rng.random(n_unique) < 0.03,
+        rng.integers(len(NORMAL_USER_AGENTS), len(ua_pool), n_unique),
+        rng.integers(0, len(NORMAL_USER_AGENTS), n_unique),
+    )
+    campaign = np.minimum(rng.zipf(1.3, n_unique), 40) - 1
+    ad = rng.integers(0, 3, n_unique)
+    part = rng.integers(0, PARTITIONS, n_unique)
+    # duplicates: copies of random earlier clicks, appended (later offsets, same partition)
+    src = np.concatenate([np.arange(n_unique), rng.integers(0, n_unique, n_dup)])
+    order = np.argsort(
+        np.concatenate([t, t[src[n_unique:]] + rng.integers(1, 30_000, n_dup)]), kind="stable"
+    )
+    rows = src[order]  # arrival order: index into the unique arrays
+    camp_names = pa.array([f"cmp-{c:03d}" for c in range(40)])
+    adv_names = pa.array([f"adv-{c // 4:03d}" for c in range(40)])
+    ad_names = pa.array([f"ad-{c:03d}-{a}" for c in range(40) for a in range(3)])
+    ip_names = pa.array([f"ip{x}" for x in range(int(ip.max()) + 1)])
+    ua_names = pa.array(list(ua_pool))
+
+    def dict_col(indices, names):
+        return pa.DictionaryArray.from_arrays(pa.array(indices), names).cast(pa.string())
+
+    files = 0
+    for p in range(PARTITIONS):
+        sel = rows[part[rows] == p]
+        for first in range(0, len(sel), BLOCK):
+            chunk = sel[first : first + BLOCK]
+            m = len(chunk)
+            camp = campaign[chunk]
+            cols = {
+                "event_id": pa.array(ids[chunk]).cast(pa.string()),
+                "impression_id": pa.array(ids[chunk]).cast(pa.string()),
+                "advertiser_id": dict_col(camp, adv_names),
+                "campaign_id": dict_col(camp, camp_names),
+                "ad_id": dict_col(camp * 3 + ad[chunk], ad_names),
+                "publisher_id": pa.array(np.full(m, "pub-001", dtype=object)),
+                "event_time": pa.array(t[chunk]),
+                "received_at": pa.array(t[chunk] + 1_000),
+                "ip_hash": dict_col(ip[chunk], ip_names),
+                "user_agent": dict_col(ua[chunk], ua_names),
+                "user_key": pa.array(np.full(m, "u", dtype=object)),
+                "token_key_id": pa.array(np.full(m, "k1", dtype=object)),
+                "schema_version": pa.array(np.ones(m, dtype=np.int64)),
+                "kafka_partition": pa.array(np.full(m, p, dtype=np.int32)),
+                "kafka_offset": pa.array(np.arange(first, first + m, dtype=np.int64)),
+                "kafka_timestamp": pa.array(t[chunk] + 1_000),
+                "fraud_reason": pa.nulls(m, pa.string()),
+                "decode_error": pa.nulls(m, pa.string()),
+                "raw_value": pa.nulls(m, pa.binary()),
+            }
+            table = pa.table(cols, schema=lake.RAW_SCHEMA)
+            last = first + m - 1
+            lake.write_table(lake.raw_file_url(root, TOPIC, p, first, last), table)
+            for h in np.unique(t[chunk] // HOUR_MS * HOUR_MS):
+                lake.touch(lake.hour_marker_url(root, TOPIC, int(h), p, first, last))
+            files += 1
+    return {"clicks": n, "unique": n_unique, "duplicates": n_dup, "files": files}
+
+
+def main(
+    clicks: int = typer.Option(10_000_000, help="Clicks in the day"),
+    workdir: Path = typer.Option(None, help="Where to generate (default: a temp dir)"),  # noqa: B008
+    record: bool = typer.Option(True, help="Write the result into docs/benchmarks.md"),
+) -> None:
+    from resources.spark import get_spark
+
+    console = Console()
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="bench-reconcile-"))
+    root = f"file://{tmp / 'lake'}"
+    try:
+        t0 = time.monotonic()
+        gen = generate(root, clicks)
+        gen_s = time.monotonic() - t0
+        console.print(f"generated {gen} in {gen_s:.1f}s under {tmp}")
+        files = []
+        for h in range(DAY0, DAY0 + DAY_MS, HOUR_MS):
+            files += lake.hour_files(root, TOPIC, datetime.fromtimestamp(h / 1000, UTC))
+        files = lake.resolve_blocks(list({f.url: f for f in files}.values()))
+        paths = [f.url.removeprefix("file://") for f in files]
+        params = ReconcileParams(DAY0, DAY0 + DAY_MS)
+
+        spark = get_spark()
+        spark.range(1).count()  # JVM warm: the clock measures the job, not the session start
+        t0 = time.monotonic()
+        rows = reconcile(spark.read.parquet(*paths), params).collect()
+        spark_s = time.monotonic() - t0
+        got = {
+            (
+                int(r.window_start.replace(tzinfo=UTC).timestamp() * 1000),
+                r.advertiser_id,
+                r.campaign_id,
+                r.ad_id,
+            ): (r.clicks, r.fraud_clicks)
+            for r in rows
+        }
+
+        t0 = time.monotonic()
+        base = duckdb_reconcile(paths, params)
+        duck_s = time.monotonic() - t0
+        if got != base:
+            diff = [k for k in set(got) | set(base) if got.get(k) != base.get(k)][:5]
+            raise SystemExit(f"Spark and DuckDB disagree, e.g. {diff}")
+        billable = sum(v[0] for v in got.values())
+        fraud = sum(v[1] for v in got.values())
+        result = [
+            ("clicks in the day (raw records)", f"{clicks:,}"),
+            ("raw files / duplicates", f"{gen['files']} / {gen['duplicates']:,}"),
+            ("billable / fraud-like (both engines agree)", f"{billable:,} / {fraud:,}"),
+            ("Spark local[*] wall time", f"{spark_s:.1f} s"),
+            ("Spark clicks/s", f"{clicks / spark_s:,.0f}"),
+            ("DuckDB wall time", f"{duck_s:.1f} s"),
+            ("DuckDB clicks/s", f"{clicks / duck_s:,.0f}"),
+            ("Spark time / DuckDB time", f"{spark_s / duck_s:.1f}x"),
+        ]
+        table = Table(title="bench-reconcile")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for r in result:
+            table.add_row(*r)
+        console.print(table)
+        if record:
+            write_section(result, clicks)
+    finally:
+        if workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_section(rows, clicks: int) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    body = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    load = os.getloadavg()[0]
+    section = f"""## bench-reconcile
+
+`make bench-reconcile` (`python benchmarks/bench_reconcile.py`) on {platform.node()}
+({os.cpu_count()} cores, load average {load:.1f} at the end), {when}: one UTC day of
+{clicks:,} clicks generated straight into a local lake in the raw archive's layout (6 partitions,
+~5% duplicate copies, ~5% late, ~3% bot UAs, 300 IP bursts). Spark = the reconcile transform in
+`local[*]` (session started before the clock; read + dedup + fraud + aggregate + collect).
+DuckDB = the same rule in SQL over the same files (`reconcile.duckdb_reconcile`), the
+single-machine baseline. The run fails unless both give identical per-minute results.
+
+| measure | value |
+|---|---|
+{body}
+"""
+    pattern = re.compile(r"## bench-reconcile\n.*?(?=\n## |\Z)", re.S)
+    if pattern.search(text):
+        text = pattern.sub(section.rstrip("\n"), text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    typer.run(main)

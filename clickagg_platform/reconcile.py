@@ -1,0 +1,211 @@
+"""The batch reconcile transform: raw archive records -> billable clicks per (minute, campaign, ad).
+
+A pure function of a Spark DataFrame of raw records (`lake.RAW_SCHEMA`) and the event-time
+range to count, so tests call it directly and Dagster only wraps I/O around it. The rule is the
+stream's rule (docs/batch.md), applied to the whole log instead of a watermark-bounded state:
+
+1. drop undecodable records and re-archived copies of one Kafka record (same partition, offset);
+2. the first copy of every event_id (lowest (kafka_partition, kafka_offset)) is the click; all
+   its copies share a partition (key = event_id), so "first" is the stream's processing order;
+   its event time decides its minute. Later copies are duplicates, also across hours, as long as
+   the first copy is inside the records given (the caller passes the dedup horizon's files);
+3. fraud-like: bot user agent; else more than `ip_rate_threshold` distinct event_ids (first
+   copies, bots included, as the stream's stage 2 counts them) from one ip_hash in the minute
+   -> all of that ip's clicks in the minute;
+4. count the remaining first copies whose event time is in [start_ms, end_ms).
+
+It also counts, per key, the billable clicks the stream could not count by its own lateness
+policy: a record is too late for the stream when its partition's watermark (max event time of
+the earlier records of the partition minus the out-of-orderness bound) has passed its minute's
+end plus the allowed lateness. The drift report uses that to separate explained drift (late
+clicks only the batch counts) from unexplained drift (a hot path bug).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from clickagg_platform.loadgen.rules import BOT_UA_MARKERS, IP_RATE_THRESHOLD
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+BOT_UA_REGEX = "(?i)(" + "|".join(re.escape(m) for m in BOT_UA_MARKERS) + ")"
+OUTPUT_COLUMNS = (
+    "window_start",
+    "advertiser_id",
+    "campaign_id",
+    "ad_id",
+    "clicks",
+    "fraud_clicks",
+    "stream_too_late",
+)
+
+
+@dataclass(frozen=True)
+class ReconcileParams:
+    start_ms: int  # first event-time ms counted (inclusive), UTC
+    end_ms: int  # end of the range (exclusive)
+    ip_rate_threshold: int = IP_RATE_THRESHOLD
+    out_of_orderness_ms: int = 5_000
+    allowed_lateness_ms: int = 600_000
+
+
+def reconcile(raw, params: ReconcileParams, seeds=None):
+    """Raw records -> one row per (window_start, advertiser, campaign, ad) with a first copy in
+    range: `clicks` billable, `fraud_clicks` not billed as fraud-like, `stream_too_late` billable
+    clicks the stream's lateness policy excludes. `window_start` is a Spark TIMESTAMP (UTC).
+
+    `seeds` (optional; columns kafka_partition, first, last, seed_max_t): per raw file given,
+    the max event time of the partition's records before it that are NOT given (files without a
+    marker in the range, found from Parquet statistics), so the stream's watermark is replayed
+    exactly without reading those files."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    p = params
+    records = raw.where(F.col("decode_error").isNull() & F.col("event_id").isNotNull())
+    records = records.dropDuplicates(["kafka_partition", "kafka_offset"])
+    in_partition_order = (
+        Window.partitionBy("kafka_partition")
+        .orderBy("kafka_offset")
+        .rowsBetween(Window.unboundedPreceding, -1)
+    )
+    records = records.withColumn("prev_max_t", F.max("event_time").over(in_partition_order))
+    if seeds is not None:
+        s = seeds.alias("s")
+        cond = (
+            (F.col("r.kafka_partition") == F.col("s.kafka_partition"))
+            & (F.col("r.kafka_offset") >= F.col("s.first"))
+            & (F.col("r.kafka_offset") <= F.col("s.last"))
+        )
+        records = (
+            records.alias("r")
+            .join(F.broadcast(s), cond, "left")
+            .select("r.*", F.col("s.seed_max_t"))
+            .withColumn("prev_max_t", F.greatest("prev_max_t", "seed_max_t"))
+            .drop("seed_max_t")
+        )
+    by_id = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
+    firsts = (
+        records.withColumn("copy_no", F.row_number().over(by_id))
+        .where(F.col("copy_no") == 1)
+        .withColumn("minute", F.col("event_time") - F.pmod(F.col("event_time"), F.lit(MINUTE_MS)))
+        # minutes never straddle the range's whole-minute bounds: filter before the ip count
+        .where((F.col("event_time") >= p.start_ms) & (F.col("event_time") < p.end_ms))
+    )
+    per_ip_minute = Window.partitionBy("ip_hash", "minute")
+    firsts = firsts.withColumn("ip_clicks", F.count(F.lit(1)).over(per_ip_minute))
+    bot = F.coalesce(F.col("user_agent").rlike(BOT_UA_REGEX), F.lit(False))
+    fraud = bot | (F.col("ip_clicks") > p.ip_rate_threshold)
+    watermark = F.col("prev_max_t") - F.lit(p.out_of_orderness_ms)
+    too_late = F.col("prev_max_t").isNotNull() & (
+        watermark > F.col("minute") + F.lit(MINUTE_MS + p.allowed_lateness_ms)
+    )
+    billable = ~fraud
+    out = firsts.groupBy("minute", "advertiser_id", "campaign_id", "ad_id").agg(
+        F.sum(F.when(billable, 1).otherwise(0)).cast("long").alias("clicks"),
+        F.sum(F.when(fraud, 1).otherwise(0)).cast("long").alias("fraud_clicks"),
+        F.sum(F.when(billable & too_late, 1).otherwise(0)).cast("long").alias("stream_too_late"),
+    )
+    return out.select(
+        F.timestamp_millis(F.col("minute")).alias("window_start"),
+        "advertiser_id",
+        "campaign_id",
+        "ad_id",
+        "clicks",
+        "fraud_clicks",
+        "stream_too_late",
+    )
+
+
+def watermark_seeds(read: list, all_files: list, max_event_time) -> list[tuple[int, int, int, int]]:
+    """(partition, first, last, seed_max_t) per read file whose partition has files in between
+    that are not read: the max event time of those earlier unread files (`max_event_time(f)`
+    reads it from Parquet statistics). Files before the first read file are ignored: they hold
+    events older than the range's horizon and cannot move the watermark past its minutes."""
+    read_keys = {(f.partition, f.first) for f in read}
+    by_part: dict[int, list] = {}
+    for f in read:
+        by_part.setdefault(f.partition, []).append(f)
+    out = []
+    for part, files in by_part.items():
+        lo = min(f.first for f in files)
+        gap = sorted(
+            (
+                f
+                for f in all_files
+                if f.partition == part and f.first > lo and (f.partition, f.first) not in read_keys
+            ),
+            key=lambda f: f.first,
+        )
+        if not gap:
+            continue
+        for f in sorted(files, key=lambda f: f.first):
+            before = [max_event_time(g) for g in gap if g.last < f.first]
+            before = [t for t in before if t is not None]
+            if before:
+                out.append((part, f.first, f.last, max(before)))
+    return out
+
+
+def horizon_hours(start_ms: int, end_ms: int, horizon_ms: int) -> list[int]:
+    """Event hours (epoch ms) whose raw files the range needs: the dedup horizon before the
+    range's first hour, through the range's last hour."""
+    first = (start_ms - horizon_ms) // HOUR_MS * HOUR_MS
+    last = (end_ms - 1) // HOUR_MS * HOUR_MS
+    return list(range(first, last + 1, HOUR_MS))
+
+
+# The same rule in SQL for DuckDB: the independent recount behind the `batch_total_matches_raw`
+# check and the single-machine baseline of `make bench-reconcile`. `{files}` is a list literal
+# of Parquet paths; the parameters are $start, $end, $threshold.
+DUCKDB_RECONCILE_SQL = """
+WITH records AS (
+    SELECT DISTINCT ON (kafka_partition, kafka_offset)
+        kafka_partition, kafka_offset, event_id, event_time, ip_hash, user_agent,
+        advertiser_id, campaign_id, ad_id
+    FROM read_parquet({files})
+    WHERE decode_error IS NULL AND event_id IS NOT NULL
+),
+firsts AS (
+    SELECT * FROM records
+    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) = 1
+),
+in_range AS (
+    SELECT *, event_time - event_time % 60000 AS minute,
+        regexp_matches(lower(user_agent), '{bot_regex}') AS bot
+    FROM firsts
+    WHERE event_time >= $start AND event_time < $end
+),
+flagged AS (
+    SELECT *, bot OR count(*) OVER (PARTITION BY ip_hash, minute) > $threshold AS fraud
+    FROM in_range
+),
+final AS (
+    SELECT minute, advertiser_id, campaign_id, ad_id,
+        count(*) FILTER (WHERE NOT fraud) AS clicks,
+        count(*) FILTER (WHERE fraud) AS fraud_clicks
+    FROM flagged
+    GROUP BY ALL
+)
+SELECT * FROM final
+"""
+
+
+def duckdb_reconcile(
+    files: list[str], params: ReconcileParams, con=None
+) -> dict[tuple[int, str, str, str], tuple[int, int]]:
+    """{(minute_ms, advertiser, campaign, ad): (clicks, fraud_clicks)} over local Parquet files."""
+    import duckdb
+
+    if not files:
+        return {}
+    con = con or duckdb.connect()
+    bot = "|".join(re.escape(m.lower()) for m in BOT_UA_MARKERS)
+    listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    sql = DUCKDB_RECONCILE_SQL.format(files=listing, bot_regex=bot)
+    rows = con.execute(
+        sql, {"start": params.start_ms, "end": params.end_ms, "threshold": params.ip_rate_threshold}
+    ).fetchall()
+    return {(int(m), adv, c, a): (int(n), int(f)) for m, adv, c, a, n, f in rows}
