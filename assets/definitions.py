@@ -84,6 +84,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         reconcile_job,
     )
     from assets.raw import hot_table_fresh
+    from assets.retention import retention_daily, retention_job
 
     assets = batch_assets()
     res = build_resources() if resources is None else dict(resources)
@@ -98,8 +99,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=[hot_table_fresh],
-        jobs=[reconcile_job, billing_job],
-        schedules=[reconcile_closed_hours, bill_closed_days],
+        jobs=[reconcile_job, billing_job, retention_job],
+        schedules=[reconcile_closed_hours, bill_closed_days, retention_daily],
         sensors=[late_input_sensor],
         resources=res,
         # one process per run: steps of a run share the Spark session (no JVM per step)

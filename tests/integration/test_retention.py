@@ -28,3 +28,24 @@ def test_old_hot_partitions_are_dropped_and_recent_ones_kept(settings, ch_databa
         assert apply_retention(c, ch_database, today, {"hot_clicks": 35}) == []  # idempotent
     finally:
         c.disconnect()
+
+
+def test_retention_job_runs_in_dagster(settings, ch_database):
+    from assets.retention import retention_job
+    from resources.clickhouse import ClickHouseResource
+
+    c = clickhouse.client(settings)
+    try:
+        c.execute(
+            f"INSERT INTO {ch_database}.hot_clicks (window_start, campaign_id, ad_id, "
+            "source, source_partition, clicks, version) VALUES",
+            [(datetime(2020, 1, 1), "c", "a", 0, 0, 1, 1)],
+        )
+    finally:
+        c.disconnect()
+    res = retention_job.execute_in_process(
+        resources={"clickhouse": ClickHouseResource(database=ch_database)},
+        run_config={"ops": {"drop_expired_partitions": {"config": {"dry_run": False}}}},
+    )
+    assert res.success
+    assert res.output_for_node("drop_expired_partitions") == ["hot_clicks:20200101"]
