@@ -24,6 +24,17 @@ class ClickHouseResource(dg.ConfigurableResource):
     password: str = Field("", description="Password (from an EnvVar, never inline)")
     database: str = Field("clickagg", description="Database of the platform's tables")
 
+    @classmethod
+    def from_settings(cls, s: Settings) -> ClickHouseResource:
+        """The resource pointing where the platform settings point (tests, tools)."""
+        return cls(
+            host=s.clickhouse_host,
+            port=s.clickhouse_port,
+            user=s.clickhouse_user,
+            password=s.clickhouse_password,
+            database=s.clickhouse_database,
+        )
+
     def settings(self, base: Settings | None = None) -> Settings:
         base = base or Settings()
         return base.model_copy(

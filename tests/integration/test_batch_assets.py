@@ -41,7 +41,7 @@ CPC = {f"c{i}": 10_000 * (i + 1) for i in range(1, 9)}
 
 def resources_for(settings) -> dict:
     return {
-        "clickhouse": ClickHouseResource(database=settings.clickhouse_database),
+        "clickhouse": ClickHouseResource.from_settings(settings),
         "lake_store": LakeResource(url=settings.lake_root, topic=settings.clicks_topic),
         "spark": SparkResource(),
         "kafka": KafkaResource(bootstrap=settings.bootstrap, topic=settings.clicks_topic),

@@ -140,7 +140,7 @@ def test_seeded_traffic_through_every_process_bills_the_ground_truth(
     cat.write(cat.from_manifest(manifest), settings)
     s3 = S3Resource(endpoint_url=endpoint or None, region_name="us-east-1")
     resources = {
-        "clickhouse": ClickHouseResource(database=settings.clickhouse_database),
+        "clickhouse": ClickHouseResource.from_settings(settings),
         "lake_store": LakeResource(
             url=settings.lake_root, s3_endpoint_url=endpoint, topic=kafka_topic, s3=s3
         ),

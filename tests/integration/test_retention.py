@@ -44,7 +44,7 @@ def test_retention_job_runs_in_dagster(settings, ch_database):
     finally:
         c.disconnect()
     res = retention_job.execute_in_process(
-        resources={"clickhouse": ClickHouseResource(database=ch_database)},
+        resources={"clickhouse": ClickHouseResource.from_settings(settings)},
         run_config={"ops": {"drop_expired_partitions": {"config": {"dry_run": False}}}},
     )
     assert res.success
