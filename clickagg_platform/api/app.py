@@ -30,6 +30,7 @@ from clickagg_platform.api.series import (
     Granularity,
     RangeError,
     TimeRange,
+    bucket_is_reconciled,
     make_range,
     merge_auto,
     zero_fill,
@@ -179,6 +180,7 @@ class Api:
             "campaign_id": campaign_id,
             "ad_id": ad_id,
             "start": naive_utc(rng.start),
+            "start_hour": naive_utc(rng.hours[0]),
             "end": naive_utc(rng.end),
         }
         g, ad = rng.granularity, ad_id is not None
@@ -191,8 +193,13 @@ class Api:
         exact = fetch(q.exact_series_sql(self.db, g, ad=ad))
         if accuracy is Accuracy.exact:
             return zero_fill(rng, exact, "reconciled")
-        hot = fetch(q.hot_series_sql(self.db, g, ad=ad))
-        return merge_auto(rng, hot, exact, self.reconciled_hours(rng))
+        done = self.reconciled_hours(rng)
+        pending = [b for b in rng.buckets if not bucket_is_reconciled(b, g, done)]
+        hot: dict[datetime, int] = {}
+        if pending:  # the hot table is read only from the first bucket batch has not settled
+            params.update(start=naive_utc(pending[0]))
+            hot = fetch(q.hot_series_sql(self.db, g, ad=ad))
+        return merge_auto(rng, hot, exact, done)
 
     def batch_health(self) -> tuple[datetime | None, float | None]:
         rows = self.reader.execute(q.batch_health_sql(self.db))
@@ -371,6 +378,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         params = {
             "advertiser_id": key.advertiser_id,
             "start": naive_utc(rng.start),
+            "start_hour": naive_utc(rng.start),
             "end": naive_utc(rng.end),
         }
 
@@ -384,7 +392,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cells, sources = fetch("batch"), {"reconciled"}
         else:
             done = api.reconciled_hours(rng)
-            hot, exact = fetch("hot"), fetch("batch")
+            exact = fetch("batch")
+            pending = [h for h in rng.hours if h not in done]
+            hot = {}
+            if pending:  # hot rows only where the batch has not settled the hour
+                params.update(start=naive_utc(pending[0]))
+                hot = fetch("hot")
             cells = {k: v for k, v in exact.items() if k[0] in done}
             cells |= {k: v for k, v in hot.items() if k[0] not in done}
             sources = {"reconciled" if h in done else "hot" for h in rng.hours}
