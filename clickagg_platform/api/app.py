@@ -9,7 +9,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
@@ -318,16 +319,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rng = make_range(start, end, granularity)
         api.owner_check(key, campaign_id)
         points = api.series(rng, accuracy, campaign_id, ad_id)
-        return SeriesOut(
-            campaign_id=campaign_id,
-            ad_id=ad_id,
-            granularity=granularity,
-            accuracy=accuracy,
-            start=rng.start,
-            end=rng.end,
-            total=sum(p.clicks for p in points),
-            points=[PointOut(t=p.t, clicks=p.clicks, source=p.source) for p in points],
-        )
+        # up to 10,000 points: serialised straight with orjson (the shape is SeriesOut, as
+        # documented), skipping a pydantic object per point
+        body = {
+            "campaign_id": campaign_id,
+            "ad_id": ad_id,
+            "granularity": granularity.value,
+            "accuracy": accuracy.value,
+            "start": rng.start,
+            "end": rng.end,
+            "total": sum(p.clicks for p in points),
+            "points": [{"t": p.t, "clicks": p.clicks, "source": p.source} for p in points],
+        }
+        return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
     @app.get(
         "/v1/campaigns/{campaign_id}/drift",
