@@ -151,13 +151,22 @@ def main(
             sqls = [(q.hot_series_sql(DB, g), hot_params)]
             if accuracy == "auto":
                 unsettled = end - timedelta(hours=2)
-                if g is Granularity.day:
+                sqls = [(q.reconciled_hours_sql(DB), {}), (q.exact_series_sql(DB, g), sql_params)]
+                if g is Granularity.day:  # the partial first day and the unsettled last day
+                    first = start.replace(hour=0, tzinfo=None)
+                    sqls.append(
+                        (
+                            q.hot_series_sql(DB, g),
+                            dict(sql_params, start=first, end=first + timedelta(days=1)),
+                        )
+                    )
                     unsettled = unsettled.replace(hour=0)
-                hot_params["start"] = unsettled.replace(tzinfo=None)
-                sqls += [
-                    (q.exact_series_sql(DB, g), sql_params),
-                    (q.reconciled_hours_sql(DB), sql_params),
-                ]
+                sqls.append(
+                    (
+                        q.hot_series_sql(DB, g),
+                        dict(sql_params, start=unsettled.replace(tzinfo=None)),
+                    )
+                )
 
             def direct(sqls=sqls):
                 for sql, p in sqls:

@@ -5,7 +5,7 @@ An advertiser only ever sees its own campaigns: a campaign of another advertiser
 that does not exist get the same 404. ClickHouse is read with the read-only user.
 """
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -173,8 +173,12 @@ class Api:
             raise HTTPException(404, NOT_FOUND["detail"])
 
     def reconciled_hours(self, rng: TimeRange) -> set[datetime]:
-        params = {"start": naive_utc(rng.hours[0]), "end": naive_utc(rng.end)}
-        return {utc(h) for (h,) in self.reader.execute(q.reconciled_hours_sql(self.db), params)}
+        first, end = rng.hours[0], rng.end
+        hours = (
+            q.hour_of_partition(pid)
+            for (pid,) in self.reader.execute(q.reconciled_hours_sql(self.db))
+        )
+        return {h for h in hours if h is not None and first <= h < end}
 
     def series(self, rng: TimeRange, accuracy: Accuracy, campaign_id: str, ad_id: str | None):
         params = {
@@ -197,9 +201,10 @@ class Api:
         done = self.reconciled_hours(rng)
         pending = [b for b in rng.buckets if not bucket_is_reconciled(b, g, done)]
         hot: dict[datetime, int] = {}
-        if pending:  # the hot table is read only from the first bucket batch has not settled
-            params.update(start=naive_utc(pending[0]))
-            hot = fetch(q.hot_series_sql(self.db, g, ad=ad))
+        step = timedelta(seconds=g.seconds)
+        for first, last in spans(pending, step):  # hot rows only where batch has not settled
+            params.update(start=naive_utc(first), end=naive_utc(last + step))
+            hot |= fetch(q.hot_series_sql(self.db, g, ad=ad))
         return merge_auto(rng, hot, exact, done)
 
     def batch_health(self) -> tuple[datetime | None, float | None]:
@@ -208,6 +213,17 @@ class Api:
         if last is None or last.year < 1971:  # max() over no rows gives the epoch
             return None, None
         return utc(last), (float(drift) if recent else None)
+
+
+def spans(buckets: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Runs of consecutive buckets as (first, last) pairs."""
+    out: list[tuple[datetime, datetime]] = []
+    for b in buckets:
+        if out and out[-1][1] + step == b:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((b, b))
+    return out
 
 
 class BatchCollector:

@@ -107,14 +107,20 @@ ORDER BY {group}
 
 
 def reconciled_hours_sql(db: str) -> str:
-    """Hours the batch has reconciled (an hour without any click still has its drift row)."""
+    """Hours the batch has reconciled, from partition metadata (both tables are partitioned by
+    hour; an hour reconciled without any click still has its drift_hours partition). Reading
+    system.parts costs milliseconds where a DISTINCT over the rows of 90 days costs a second."""
     return f"""
-SELECT DISTINCT hour FROM {_db(db)}.minute_aggregates_batch
-WHERE hour >= %(start)s AND hour < %(end)s
-UNION ALL
-SELECT DISTINCT hour FROM {_db(db)}.drift_hours
-WHERE hour >= %(start)s AND hour < %(end)s
+SELECT DISTINCT partition_id FROM system.parts
+WHERE database = '{_db(db)}' AND table IN ('minute_aggregates_batch', 'drift_hours') AND active
 """
+
+
+def hour_of_partition(partition_id: str) -> datetime | None:
+    """'YYYYMMDDhh0000' (toYYYYMMDDhhmmss(hour)) -> that hour, UTC."""
+    if len(partition_id) != 14 or not partition_id.isdigit():
+        return None
+    return datetime.strptime(partition_id[:10], "%Y%m%d%H").replace(tzinfo=UTC)
 
 
 def advertiser_totals_sql(db: str, source: str) -> str:
