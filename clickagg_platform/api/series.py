@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 MAX_POINTS = 10_000
 
@@ -37,7 +38,7 @@ class TimeRange:
     end: datetime  # exclusive, aligned
     granularity: Granularity
 
-    @property
+    @cached_property
     def buckets(self) -> list[datetime]:
         step = timedelta(seconds=self.granularity.seconds)
         out, t = [], self.start
@@ -46,7 +47,7 @@ class TimeRange:
             t += step
         return out
 
-    @property
+    @cached_property
     def hours(self) -> list[datetime]:
         """Every UTC hour the range touches (reconciliation is tracked per hour)."""
         out, t = [], floor(self.start, Granularity.hour)
@@ -102,7 +103,7 @@ def bucket_is_reconciled(bucket: datetime, g: Granularity, reconciled: set[datet
     """A bucket is exact only if every hour it covers is reconciled."""
     if g is Granularity.day:
         return all(bucket + timedelta(hours=h) in reconciled for h in range(24))
-    return floor(bucket, Granularity.hour) in reconciled
+    return bucket.replace(minute=0, second=0, microsecond=0) in reconciled
 
 
 def merge_auto(
