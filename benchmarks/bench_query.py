@@ -206,14 +206,14 @@ def main(
         )
     console.print(table)
     if record:
-        write_doc(results, rows, clicks)
+        write_doc(results, rows, clicks, requests)
     if not keep:
         c = clickhouse.client(settings)
         c.execute(f"DROP DATABASE IF EXISTS {DB}")
         c.disconnect()
 
 
-def write_doc(results, rows, clicks) -> None:
+def write_doc(results, rows, clicks, requests) -> None:
     import re
 
     doc = ROOT / "docs" / "benchmarks.md"
@@ -228,7 +228,8 @@ def write_doc(results, rows, clicks) -> None:
 Command: `make bench-query`. Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.
 Data generated inside ClickHouse 18.16: {rows:,} hot per-minute rows ({clicks:,} clicks) over
 90 days for 20 campaigns x 3 ads x 6 source partitions, plus the reconciled per-minute table for
-every hour but the last two. One campaign queried; sequential requests (50 timed after 3 warm-up)
+every hour but the last two. One campaign queried; sequential requests ({requests} timed after 3
+warm-up)
 through the API over HTTP, and the same SQL statements directly with clickhouse-driver (read-only
 user) in the same run. `auto` = three statements (reconciled hours, reconciled series, hot
 series of the unreconciled tail).
