@@ -32,7 +32,11 @@ def test_definitions_load_without_touching_services(monkeypatch):
         "campaign_catalog",
     } <= keys
     assert d.resolve_job_def("reconcile_hours") and d.resolve_job_def("bill_days")
-    assert {s.name for s in d.schedules} == {"reconcile_closed_hours", "bill_closed_days"}
+    assert {s.name for s in d.schedules} == {
+        "reconcile_closed_hours",
+        "bill_closed_days",
+        "retention_daily",
+    }
     spec = graph.get(dg.AssetKey("drift_report"))
     assert dg.AssetKey("hot_minute_aggregates") in spec.parent_keys
     billing = graph.get(dg.AssetKey("billing_daily"))
