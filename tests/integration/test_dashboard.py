@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -155,4 +154,3 @@ def test_dashboard_renders_live_and_reconciled_charts(api_server, tmp_path):
     # of the reconciled hour only
     assert hot_points >= 170 and exact_points == 60
     assert Path(shot).stat().st_size > 20_000
-    time.sleep(0)  # nothing to wait for: every step above waited on its own condition
