@@ -23,6 +23,7 @@ from clickagg_platform.model import CLICK_FIELDS, decode_click
 from clickagg_platform.settings import Settings
 from streaming import metrics as M
 from streaming.config import StreamSettings
+from streaming.seeks import Seeks
 
 log = logging.getLogger("clickagg.archive")
 HOUR_MS = 3_600_000
@@ -45,6 +46,8 @@ class Block:
         return self.last >= self.first + self.size - 1
 
     def add(self, msg) -> None:
+        if msg.offset <= self.last:
+            return  # re-delivered: one row per offset, never two
         cols = self.cols
         try:
             ev = decode_click(msg.value)
@@ -77,6 +80,7 @@ class Archiver(ConsumerRebalanceListener):
         self.blocks: dict[TP, Block] = {}
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
+        self.seeks = Seeks()
         self._stopping = False
 
     async def start(self) -> None:
@@ -95,6 +99,7 @@ class Archiver(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked) -> None:
         async with self.lock:
             for tp in revoked:
+                self.seeks.invalidate(tp)
                 self.blocks.pop(tp, None)  # the next owner re-reads the block from its start
 
     async def on_partitions_assigned(self, assigned) -> None:
@@ -102,14 +107,15 @@ class Archiver(ConsumerRebalanceListener):
             for tp in assigned:
                 committed = await self.consumer.committed(tp)
                 start = (committed or 0) // self.size * self.size
-                self.consumer.seek(tp, start)
+                self.seeks.seek(self.consumer, tp, start)
                 self.blocks.pop(tp, None)
 
     async def run(self) -> None:
         while not self._stopping:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=20_000)
+            snap = self.seeks.snapshot(batch)
             async with self.lock:
-                for tp, msgs in batch.items():
+                for tp, msgs in self.seeks.fresh(batch, snap).items():
                     for msg in msgs:
                         await self._add(tp, msg)
                 await self._flush_partials(force=False)

@@ -28,6 +28,7 @@ from streaming.logic.iprate import IpRateFlagger, batch_decoder, batch_encoder
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import NO_WATERMARK, LatenessPolicy
 from streaming.publisher import Publisher
+from streaming.seeks import Seeks
 from streaming.sink import ClickHouseSink
 from streaming.statelog import LocalDeltas, expired_before, recover
 from streaming.topics import StreamTopics
@@ -47,6 +48,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self.sink = ClickHouseSink(settings)
         self.publisher = Publisher(self.procs, self.topics.source, self.sink, ss)
         self.lock = asyncio.Lock()
+        self.seeks = Seeks()  # batches drained before a listener's seek are dropped (see run)
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._since_checkpoint = 0
@@ -107,6 +109,8 @@ class StreamRunner(ConsumerRebalanceListener):
                 await self._checkpoint(mine)
             except Exception as exc:  # noqa: BLE001 - the next owner replays from its state
                 log.warning("checkpoint on revoke failed: %r", exc)
+            for tp in revoked:
+                self.seeks.invalidate(tp)
             for tp in mine:
                 self.procs.pop(tp)
                 self.locals.pop(tp).close()
@@ -143,14 +147,11 @@ class StreamRunner(ConsumerRebalanceListener):
         self._count_assigned()
         for tp in tps:
             nxt = self.procs[tp].next_offset
-            if nxt is not None:
-                self.consumer.seek(tp, nxt)
-            else:  # no state yet: from the group's offset, else the beginning
-                committed = await self.consumer.committed(tp)
-                if committed is None:
-                    await self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, committed)
+            if nxt is None:  # no state yet: from the group's offset, else the beginning
+                nxt = await self.consumer.committed(tp)
+            if nxt is None:
+                nxt = (await self.consumer.beginning_offsets([tp]))[tp]
+            self.seeks.seek(self.consumer, tp, nxt)
         log.info(
             "assigned %s: %d deltas applied in %.2fs",
             sorted((t.topic, t.partition) for t in tps),
@@ -181,8 +182,9 @@ class StreamRunner(ConsumerRebalanceListener):
                 batch = await self.consumer.getmany(
                     timeout_ms=100, max_records=self.ss.fetch_max_records
                 )
+                snap = self.seeks.snapshot(batch)
                 async with self.lock:
-                    for tp, msgs in batch.items():
+                    for tp, msgs in self.seeks.fresh(batch, snap).items():
                         proc = self.procs.get(tp)
                         if proc is None:
                             continue
