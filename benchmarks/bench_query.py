@@ -151,7 +151,10 @@ def main(
             sqls = [(q.hot_series_sql(DB, g), hot_params)]
             if accuracy == "auto":
                 unsettled = end - timedelta(hours=2)
-                sqls = [(q.reconciled_hours_sql(DB), {}), (q.exact_series_sql(DB, g), sql_params)]
+                sqls = [
+                    q.reconciled_hours_statement(DB, start, end),  # start, end: whole hours
+                    (q.exact_series_sql(DB, g), sql_params),
+                ]
                 if g is Granularity.day:  # the partial first day and the unsettled last day
                     first = start.replace(hour=0, tzinfo=None)
                     sqls.append(

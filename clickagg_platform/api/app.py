@@ -5,6 +5,8 @@ An advertiser only ever sees its own campaigns: a campaign of another advertiser
 that does not exist get the same 404. ClickHouse is read with the read-only user.
 """
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from clickagg_platform.api import queries as q
 from clickagg_platform.api.health import platform_health
-from clickagg_platform.api.keys import ApiKey, KeyStore
+from clickagg_platform.api.keys import CACHE_TTL_S, ApiKey, KeyStore
 from clickagg_platform.api.queries import ClickHouseReader, naive_utc, utc
 from clickagg_platform.api.series import (
     Accuracy,
@@ -32,6 +34,7 @@ from clickagg_platform.api.series import (
     RangeError,
     TimeRange,
     bucket_is_reconciled,
+    ceil,
     make_range,
     merge_auto,
     zero_fill,
@@ -151,8 +154,11 @@ class Api:
                 password=settings.api_clickhouse_password,
             )
 
-        self.reader = ClickHouseReader(factory)
+        self.reader = ClickHouseReader(factory)  # a pool of connections
+        # statements of one request that may run at once (see series)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="clickagg-ch")
         self.keys = KeyStore(factory, self.db)
+        self._owners: dict[str, tuple[float, str | None]] = {}  # campaign -> (when, advertiser)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "clickagg_api_requests", "API requests", ["route", "status"], registry=self.registry
@@ -168,17 +174,22 @@ class Api:
         self.registry.register(BatchCollector(self))
 
     def owner_check(self, key: ApiKey, campaign_id: str) -> None:
-        rows = self.reader.execute(q.campaign_owner_sql(self.db), {"campaign_id": campaign_id})
-        if not rows or rows[0][0] != key.advertiser_id:
+        """404 unless the caller's advertiser owns the campaign. Owners are cached as briefly as
+        keys are (a campaign moved to another advertiser is seen within CACHE_TTL_S)."""
+        now = time.monotonic()
+        hit = self._owners.get(campaign_id)
+        if hit is None or now - hit[0] >= CACHE_TTL_S:
+            rows = self.reader.execute(q.campaign_owner_sql(self.db), {"campaign_id": campaign_id})
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            hit = self._owners[campaign_id] = (now, rows[0][0] if rows else None)
+        if hit[1] is None or hit[1] != key.advertiser_id:
             raise HTTPException(404, NOT_FOUND["detail"])
 
     def reconciled_hours(self, rng: TimeRange) -> set[datetime]:
-        first, end = rng.hours[0], rng.end
-        hours = (
-            q.hour_of_partition(pid)
-            for (pid,) in self.reader.execute(q.reconciled_hours_sql(self.db))
-        )
-        return {h for h in hours if h is not None and first <= h < end}
+        first, end = rng.hours[0], ceil(rng.end, Granularity.hour)
+        sql, params = q.reconciled_hours_statement(self.db, first, end)
+        return q.reconciled_hours_of(self.reader.execute(sql, params), first, end)
 
     def series(self, rng: TimeRange, accuracy: Accuracy, campaign_id: str, ad_id: str | None):
         params = {
@@ -190,22 +201,26 @@ class Api:
         }
         g, ad = rng.granularity, ad_id is not None
 
-        def fetch(sql: str) -> dict[datetime, int]:
+        def fetch(sql: str, params: dict) -> dict[datetime, int]:
             return {utc(t): int(n) for t, n in self.reader.execute(sql, params)}
 
+        hot_sql = q.hot_series_sql(self.db, g, ad=ad)
+        exact_sql = q.exact_series_sql(self.db, g, ad=ad)
         if accuracy is Accuracy.fast:
-            return zero_fill(rng, fetch(q.hot_series_sql(self.db, g, ad=ad)), "hot")
-        exact = fetch(q.exact_series_sql(self.db, g, ad=ad))
+            return zero_fill(rng, fetch(hot_sql, params), "hot")
         if accuracy is Accuracy.exact:
-            return zero_fill(rng, exact, "reconciled")
+            return zero_fill(rng, fetch(exact_sql, params), "reconciled")
+        # auto: the reconciled series and the set of reconciled hours do not depend on each
+        # other, so they run at once (own connections); the hot tail needs the hours
+        exact_future = self.pool.submit(fetch, exact_sql, params)
         done = self.reconciled_hours(rng)
         pending = [b for b in rng.buckets if not bucket_is_reconciled(b, g, done)]
         hot: dict[datetime, int] = {}
         step = timedelta(seconds=g.seconds)
         for first, last in spans(pending, step):  # hot rows only where batch has not settled
-            params.update(start=naive_utc(first), end=naive_utc(last + step))
-            hot |= fetch(q.hot_series_sql(self.db, g, ad=ad))
-        return merge_auto(rng, hot, exact, done)
+            span = {**params, "start": naive_utc(first), "end": naive_utc(last + step)}
+            hot |= fetch(hot_sql, span)
+        return merge_auto(rng, hot, exact_future.result(), done)
 
     def batch_health(self) -> tuple[datetime | None, float | None]:
         rows = self.reader.execute(q.batch_health_sql(self.db))
@@ -266,8 +281,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
-        import time
-
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

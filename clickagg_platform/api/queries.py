@@ -4,8 +4,8 @@ version, the batch tables one row per (minute, campaign, ad) and per (day, campa
 
 from __future__ import annotations
 
+import queue
 import re
-import threading
 from datetime import UTC, datetime
 
 from clickagg_platform.api.series import Granularity
@@ -66,22 +66,30 @@ def naive_utc(t: datetime) -> datetime:
 
 
 class ClickHouseReader:
-    """One clickhouse-driver connection per thread (FastAPI runs sync endpoints in a pool)."""
+    """A pool of clickhouse-driver connections (a connection runs one query at a time). Any
+    thread borrows an idle one or opens a new one, and gives it back after the query, so the
+    connections in use follow the queries in flight, not the threads that ever ran one."""
 
-    def __init__(self, client_factory):
+    def __init__(self, client_factory, max_idle: int = 16):
         self._factory = client_factory
-        self._local = threading.local()
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._max_idle = max_idle
 
     def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._factory()
         try:
-            return client.execute(sql, params or {})
+            client = self._idle.get_nowait()
+        except queue.Empty:
+            client = self._factory()
+        try:
+            rows = client.execute(sql, params or {})
         except Exception:
-            client.disconnect()
-            self._local.client = None
+            client.disconnect()  # unknown state: never handed out again
             raise
+        if self._idle.qsize() < self._max_idle:
+            self._idle.put(client)
+        else:
+            client.disconnect()
+        return rows
 
 
 def exact_series_sql(db: str, g: Granularity, *, by_ad: bool = False, ad: bool = False) -> str:
@@ -107,20 +115,68 @@ ORDER BY {group}
 
 
 def reconciled_hours_sql(db: str) -> str:
-    """Hours the batch has reconciled, from partition metadata (both tables are partitioned by
-    hour; an hour reconciled without any click still has its drift_hours partition). Reading
-    system.parts costs milliseconds where a DISTINCT over the rows of 90 days costs a second."""
+    """Hours in [first_hour, end) the batch has reconciled, from partition metadata (both tables
+    are partitioned by hour; an hour reconciled without any click still has its drift_hours
+    partition). Reading system.parts costs milliseconds where a DISTINCT over the rows of 90 days
+    costs a second. Partition ids are 'YYYYMMDDhhmmss' (toYYYYMMDDhhmmss(hour)), so the range is
+    a string range: only the requested hours come back."""
     return f"""
 SELECT DISTINCT partition_id FROM system.parts
 WHERE database = '{_db(db)}' AND table IN ('minute_aggregates_batch', 'drift_hours') AND active
+  AND partition_id >= %(first_partition)s AND partition_id < %(end_partition)s
 """
 
 
+def reconciled_hours_rows_sql(db: str) -> str:
+    """The same set as `reconciled_hours_sql`, from the rows of the requested hours (a table has
+    a partition for an hour exactly when it has rows in it). Cheaper for short ranges: its cost
+    grows with the hours asked for, that of system.parts with every part of the tables."""
+    return f"""
+SELECT DISTINCT hour FROM
+(
+    SELECT hour FROM {_db(db)}.minute_aggregates_batch
+    WHERE hour >= %(first_hour)s AND hour < %(end_hour)s
+    UNION ALL
+    SELECT hour FROM {_db(db)}.drift_hours
+    WHERE hour >= %(first_hour)s AND hour < %(end_hour)s
+)
+"""
+
+
+ROW_SCAN_MAX_HOURS = 72  # reconciled hours of ranges up to this long come from a row scan
+
+
+def reconciled_hours_statement(db: str, first: datetime, end: datetime) -> tuple[str, dict]:
+    """The statement for the reconciled hours in [first, end) (whole hours): a row scan for
+    short ranges (milliseconds for a day), partition metadata for long ones (a row scan of 90
+    days costs 200 ms, system.parts ~10 ms whatever the range). Rows are hours (row scan) or
+    partition ids (metadata): `reconciled_hours_of` reads both."""
+    if (end - first).total_seconds() <= ROW_SCAN_MAX_HOURS * 3600:
+        params = {"first_hour": naive_utc(first), "end_hour": naive_utc(end)}
+        return reconciled_hours_rows_sql(db), params
+    params = {"first_partition": partition_of_hour(first), "end_partition": partition_of_hour(end)}
+    return reconciled_hours_sql(db), params
+
+
+def reconciled_hours_of(rows: list[tuple], first: datetime, end: datetime) -> set[datetime]:
+    hours = (utc(v) if isinstance(v, datetime) else hour_of_partition(v) for (v,) in rows)
+    return {h for h in hours if h is not None and first <= h < end}
+
+
+def partition_of_hour(t: datetime) -> str:
+    """An hour -> its partition id, 'YYYYMMDDhh0000' (UTC)."""
+    return utc(t).strftime("%Y%m%d%H0000")
+
+
 def hour_of_partition(partition_id: str) -> datetime | None:
-    """'YYYYMMDDhh0000' (toYYYYMMDDhhmmss(hour)) -> that hour, UTC."""
-    if len(partition_id) != 14 or not partition_id.isdigit():
+    """'YYYYMMDDhh0000' -> that hour, UTC (int slicing: this runs once per hour of a range)."""
+    p = partition_id
+    if len(p) != 14 or not p.isdigit() or p[10:] != "0000":
         return None
-    return datetime.strptime(partition_id[:10], "%Y%m%d%H").replace(tzinfo=UTC)
+    try:
+        return datetime(int(p[:4]), int(p[4:6]), int(p[6:8]), int(p[8:10]), tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def advertiser_totals_sql(db: str, source: str) -> str:

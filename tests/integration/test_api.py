@@ -231,3 +231,60 @@ def test_batch_gauges_for_alerting(seeded):
     assert values["clickagg_last_reconciled_hour_seconds"] == H0.replace(tzinfo=UTC).timestamp()
     # the only drift row is older than 24 h: no recent drift to report (not a fake zero)
     assert "clickagg_drift_max_relative" not in text
+
+
+def test_reconciled_hours_agree_from_rows_and_from_partition_metadata(
+    seeded, settings, ch_database
+):
+    """Short ranges read the reconciled hours from rows, long ones from system.parts: both must
+    give the same hours, including one reconciled with no click at all (drift_hours only) and
+    one whose drift report is not written yet (batch rows only)."""
+    from clickagg_platform.api import queries as q
+    from clickagg_platform.api.series import Granularity, make_range
+
+    c = clickhouse.client(settings)
+    try:
+        c.execute(
+            f"INSERT INTO {ch_database}.drift_hours (hour, hot_total, batch_total, "
+            "stream_too_late, unexplained_abs, unexplained_rel, keys, keys_missing_in_hot, "
+            "keys_missing_in_batch, keys_differing, passed, computed_at, run_id) VALUES",
+            [(H0 + 2 * 60 * M, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 1, H0, "r2")],
+        )
+        c.execute(
+            f"INSERT INTO {ch_database}.minute_aggregates_batch (hour, window_start, "
+            "advertiser_id, campaign_id, ad_id, clicks, fraud_clicks, stream_too_late, "
+            "reconciled_at, run_id) VALUES",
+            [(H0 + 5 * 60 * M, H0 + 301 * M, "adv1", "c2", "b1", 2, 0, 0, H0, "r3")],
+        )
+    finally:
+        c.disconnect()
+    api = seeded[0].app.state.api
+    want = {H0.replace(tzinfo=UTC) + timedelta(hours=h) for h in (0, 2, 5)}
+    first = H0.replace(tzinfo=UTC) - timedelta(days=3)
+    end = H0.replace(tzinfo=UTC) + timedelta(days=3)
+    by_rows = q.reconciled_hours_statement(api.db, first, first + timedelta(hours=72))
+    assert "system.parts" not in by_rows[0]
+    by_parts = q.reconciled_hours_statement(api.db, first, end)
+    assert "system.parts" in by_parts[0]
+    got_parts = q.reconciled_hours_of(api.reader.execute(*by_parts), first, end)
+    assert got_parts == want
+    for lo, hi in [(H0 - timedelta(hours=30), H0 + timedelta(hours=30)), (H0, H0 + 3 * 60 * M)]:
+        lo, hi = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC)
+        sql, params = q.reconciled_hours_statement(api.db, lo, hi)
+        assert "system.parts" not in sql
+        got = q.reconciled_hours_of(api.reader.execute(sql, params), lo, hi)
+        assert got == {h for h in want if lo <= h < hi}
+    # and through the API, over 6 days by hour (the metadata path): labels follow the hours
+    rng = make_range(first, end, Granularity.hour)
+    assert api.reconciled_hours(rng) == want
+    auto = _get(
+        seeded[0],
+        seeded[2]["adv1"],
+        "/v1/campaigns/c1/clicks",
+        granularity="hour",
+        accuracy="auto",
+        **{"from": first.isoformat(), "to": end.isoformat()},
+    ).json()
+    reconciled = {p["t"] for p in auto["points"] if p["source"] == "reconciled"}
+    assert reconciled == {h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in want}
+    assert sum(p["clicks"] for p in auto["points"]) == 9 + 8  # exact hour 10 + hot hour 11
