@@ -150,6 +150,26 @@ def api(
     )
 
 
+@app.command("dagster-metrics")
+def dagster_metrics(
+    host: str = typer.Option("127.0.0.1", help="Bind address"),
+    port: int = typer.Option(None, help="Port (default CLICKAGG_DAGSTER_METRICS_PORT)"),
+) -> None:
+    """Serve Prometheus metrics of the Dagster instance in DAGSTER_HOME (runs, materialisations,
+    asset checks) at /metrics."""
+    import os
+
+    from clickagg_platform.settings import get_settings
+
+    if not os.environ.get("DAGSTER_HOME"):
+        _fail("DAGSTER_HOME is not set: point it at the Dagster instance to export")
+    from assets.exporter import serve
+
+    port = port or get_settings().dagster_metrics_port
+    typer.echo(f"Dagster metrics on http://{host}:{port}/metrics")
+    serve(host, port)
+
+
 apikey_app = typer.Typer(help="Create, list and revoke advertiser API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 

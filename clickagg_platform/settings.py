@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Query API
     api_host: str = Field("127.0.0.1", description="Bind address of the query API")
     api_port: int = Field(18000, description="Port of the query API")
+    dagster_metrics_port: int = Field(
+        16068, description="Port of `clickagg dagster-metrics` (Prometheus metrics of Dagster)"
+    )
     capture_metrics_urls: str = Field(
         "http://127.0.0.1:18080/metrics", description="Capture /metrics URLs read for health"
     )
