@@ -21,6 +21,7 @@ import msgspec
 
 from streaming.logic.counter import Forward
 from streaming.logic.counts import AbsoluteCounts, Row
+from streaming.logic.framing import pack, unpack
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
 
 IpKey = tuple[str, int]  # (ip_hash, minute)
@@ -47,6 +48,16 @@ class IpRateDelta(msgspec.Struct, array_like=True):
 
 batch_encoder = msgspec.msgpack.Encoder()
 batch_decoder = msgspec.msgpack.Decoder(ForwardBatch)
+
+
+def encode_batch(batch: ForwardBatch) -> bytes:
+    return pack(batch_encoder.encode(batch))
+
+
+def decode_batch(data: bytes) -> ForwardBatch:
+    return batch_decoder.decode(unpack(data))
+
+
 _delta_decoder = msgspec.msgpack.Decoder(IpRateDelta)
 
 
@@ -173,10 +184,10 @@ class IpRateFlagger:
             self.fraud.pending(),
         )
         self._base, self._changed_ips = self.next_offset, set()
-        return batch_encoder.encode(delta)
+        return pack(batch_encoder.encode(delta))
 
     def apply(self, data: bytes) -> bool:
-        d = _delta_decoder.decode(data)
+        d = _delta_decoder.decode(unpack(data))
         if self.next_offset is not None and d.base != self.next_offset:
             return False
         self.src_offsets.update(dict(d.src_offsets))

@@ -14,7 +14,7 @@ import pytest
 from clickagg_platform.loadgen import is_bot_user_agent
 from streaming.logic.counter import ClickCounter, Outcome
 from streaming.logic.dedup import DedupSet
-from streaming.logic.iprate import IpRateFlagger, batch_decoder, batch_encoder
+from streaming.logic.iprate import IpRateFlagger, decode_batch, encode_batch
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy, window_start
 from tests.unit.stream_sim import expected_billable, latest_totals, make_events, split
@@ -113,7 +113,7 @@ class Pipeline:
 
     def checkpoint(self, p: int, die_before_delta: bool = False) -> None:
         for q, batch in route_forwards(self.counters[p], self.p).items():
-            self.topic[q].append(batch_encoder.encode(batch))  # forwards acked first
+            self.topic[q].append(encode_batch(batch))  # forwards acked first
         if die_before_delta:
             return self.crash(p)  # the forwards stay in the topic: a replay re-sends them
         delta = self.counters[p].delta()
@@ -135,7 +135,7 @@ class Pipeline:
         f = self.flaggers[q]
         while self.f_read[q] < len(self.topic[q]):
             off = self.f_read[q]
-            f.process(batch_decoder.decode(self.topic[q][off]), off)
+            f.process(decode_batch(self.topic[q][off]), off)
             self.f_read[q] += 1
         d = f.delta()
         if d:

@@ -34,3 +34,28 @@ def test_pruned_local_deltas_rebuild_the_same_state(tmp_path):
         assert rebuilt.process(events[off], off) == live.process(events[off], off)
     assert rebuilt.windows.counts == live.windows.counts
     local.close()
+
+
+def test_deltas_are_zstd_framed_and_unframed_ones_still_apply():
+    """Checkpoints are compressed by the stream itself; a changelog written before that (plain
+    msgpack) must still recover after an upgrade."""
+    import msgspec
+
+    from streaming.logic.counter import ClickCounter, CounterDelta
+    from streaming.logic.framing import ZSTD_MAGIC, unpack
+    from streaming.logic.windows import LatenessPolicy
+    from tests.unit.stream_sim import make_events
+
+    def counter() -> ClickCounter:
+        return ClickCounter(0, LatenessPolicy(), 3_600_000, lambda ua: "bot" in ua.lower())
+
+    a = counter()
+    for off, ev in enumerate(make_events(5, 400)):
+        a.process(ev, off)
+    framed = a.delta()
+    assert framed[:4] == ZSTD_MAGIC and len(framed) < len(unpack(framed)) / 2
+    plain = msgspec.msgpack.encode(msgspec.msgpack.decode(unpack(framed), type=CounterDelta))
+    for data in (framed, plain):
+        b = counter()
+        assert b.apply(data)
+        assert (b.next_offset, b.rows(), len(b.dedup)) == (a.next_offset, a.rows(), len(a.dedup))
