@@ -375,7 +375,7 @@ def write_section(rows, events: int, core: int) -> None:
 pinned to core {core}; in the "stage 1" run, stage 2 (`CLICKAGG_STREAM_STAGES=iprate`) runs in a
 second worker on the other core. Kafka, ClickHouse and the producer share the other core. Each
 worker run reads the whole topic with a fresh app id and must end with ClickHouse totals equal
-to the benchmark's own recount. Other sessions shared this machine (see the load average).
+to the benchmark's own recount. The load average row shows what else ran on the machine.
 
 | measure | value | target |
 |---|---|---|
