@@ -123,36 +123,10 @@ def _day_clicks(day: date, lake_store: LakeResource, settings) -> dict:
     return bill.daily_clicks(rows)
 
 
-def _lines_table(lines: list[bill.InvoiceLine]) -> pa.Table:
-    return pa.table(
-        {
-            "day": [x.day for x in lines],
-            "advertiser_id": [x.advertiser_id for x in lines],
-            "campaign_id": [x.campaign_id for x in lines],
-            "billable_clicks": [x.billable_clicks for x in lines],
-            "cpc_micros": [x.cpc_micros for x in lines],
-            "spend_micros": [x.spend_micros for x in lines],
-            "billed_at": [x.billed_at for x in lines],
-            "version": [x.version for x in lines],
-        },
-        schema=BILLING_SCHEMA,
-    )
-
-
-def _adj_table(adjs: list[bill.Adjustment]) -> pa.Table:
-    return pa.table(
-        {
-            "billed_day": [a.billed_day for a in adjs],
-            "advertiser_id": [a.advertiser_id for a in adjs],
-            "campaign_id": [a.campaign_id for a in adjs],
-            "delta_clicks": [a.delta_clicks for a in adjs],
-            "delta_spend_micros": [a.delta_spend_micros for a in adjs],
-            "invoice_day": [a.invoice_day for a in adjs],
-            "detected_at": [a.detected_at for a in adjs],
-            "version": [a.version for a in adjs],
-        },
-        schema=ADJUSTMENT_SCHEMA,
-    )
+def _table(rows: list, schema: pa.Schema) -> pa.Table:
+    """Records (invoice lines, adjustments) -> a table: one column per schema field, read from
+    the record's attribute of that name."""
+    return pa.table({n: [getattr(r, n) for r in rows] for n in schema.names}, schema=schema)
 
 
 def _issued(t: pa.Table | None, catalog) -> list[bill.InvoiceLine]:
@@ -190,7 +164,7 @@ def bill_day(day, as_of, lake_store, clickhouse, settings, catalog) -> dict:
     if first:
         issued = bill.invoice(day, clicks, catalog, as_of)
         url = billing_url(lake_store.url, day)
-        lake.write_table(url, _lines_table(issued), settings)
+        lake.write_table(url, _table(issued, BILLING_SCHEMA), settings)
         clickhouse.replace_partitions(
             "billing_daily",
             [day_pid(day)],
@@ -224,7 +198,8 @@ def bill_day(day, as_of, lake_store, clickhouse, settings, catalog) -> dict:
         new = bill.adjust(day, clicks, issued, prior, catalog, as_of)
         if new:
             everything = prior + new
-            lake.write_table(adjustments_url(lake_store.url, day), _adj_table(everything), settings)
+            table = _table(everything, ADJUSTMENT_SCHEMA)
+            lake.write_table(adjustments_url(lake_store.url, day), table, settings)
             clickhouse.replace_partitions(
                 "billing_adjustments",
                 [day_pid(day)],

@@ -1,7 +1,6 @@
 """Retention as a scheduled Dagster job: ClickHouse 18.16 has no TTL, so expired partitions of the
 hot and drift tables are dropped daily (`clickagg_platform.retention`; billing is never dropped)."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.common import ADJUSTMENT_SCHEMA, BILLING_SCHEMA
+from assets.common import MINUTE_AGG_SCHEMA as MINUTE_SCHEMA
 from clickagg_platform.lake import RAW_SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -81,39 +83,6 @@ def _click(partition, offset, event_id, adv, camp, ad, at, fraud=None, decode_er
     }
 
 
-MINUTE_SCHEMA = pa.schema(
-    [
-        ("window_start", pa.timestamp("ms", tz="UTC")),
-        ("advertiser_id", pa.string()),
-        ("campaign_id", pa.string()),
-        ("ad_id", pa.string()),
-        ("clicks", pa.int64()),
-    ]
-)
-BILLING_SCHEMA = pa.schema(
-    [
-        ("day", pa.date32()),
-        ("advertiser_id", pa.string()),
-        ("campaign_id", pa.string()),
-        ("billable_clicks", pa.int64()),
-        ("cpc_micros", pa.int64()),
-        ("spend_micros", pa.int64()),
-        ("billed_at", pa.timestamp("ms", tz="UTC")),
-        ("version", pa.int64()),
-    ]
-)
-ADJUSTMENT_SCHEMA = pa.schema(
-    [
-        ("billed_day", pa.date32()),
-        ("advertiser_id", pa.string()),
-        ("campaign_id", pa.string()),
-        ("delta_clicks", pa.int64()),
-        ("delta_spend_micros", pa.int64()),
-        ("invoice_day", pa.date32()),
-        ("detected_at", pa.timestamp("ms", tz="UTC")),
-        ("version", pa.int64()),
-    ]
-)
 CAMPAIGN_SCHEMA = pa.schema(
     [
         ("advertiser_id", pa.string()),
