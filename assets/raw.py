@@ -48,9 +48,10 @@ def raw_clicks(
     window = context.partition_time_window
     per_hour, failures, records, files_total = {}, [], 0, set()
     for h in hours_in(window.start, window.end):
-        files = raw_files_for(lake_store.url, lake_store.topic, [h], settings)
+        files, table = lake.read_raw_listed(
+            lambda h=h: raw_files_for(lake_store.url, lake_store.topic, [h], settings), settings
+        )
         files_total.update(f.url for f in files)
-        table = lake.read_raw(files, settings)
         decoded = table.filter(pc.is_null(table["decode_error"]))
         t = decoded["event_time"]
         hour = decoded.filter(pc.and_(pc.greater_equal(t, h), pc.less(t, h + HOUR_MS)))

@@ -20,6 +20,7 @@ to find every file holding that hour's clicks (`hour_files`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -178,6 +179,22 @@ def _url(base: str, path: str, settings: Settings | None = None) -> str:
     """Map a filesystem path found under `base` back to a URL under the lake root."""
     fs_base = filesystem(base, settings)[1]
     return base + path[len(fs_base) :]
+
+
+def read_raw_listed(
+    list_files: Callable[[], list[RawFile]], settings: Settings | None = None, attempts: int = 5
+) -> tuple[list[RawFile], pa.Table]:
+    """List, then read what was listed. A listed file can vanish before it is read: the archiver
+    deletes a block's partial files once the block's full file is written, and that file holds
+    every row of the partial ones, so listing again is enough."""
+    for attempt in range(attempts):
+        files = list_files()
+        try:
+            return files, read_raw(files, settings)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def read_raw(files: list[RawFile], settings: Settings | None = None) -> pa.Table:

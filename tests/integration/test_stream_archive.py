@@ -37,8 +37,7 @@ BLOCK = 200
 
 
 def archived(settings) -> list[tuple[int, int, str, str | None]]:
-    files = lake.raw_files(settings.lake_root, settings.clicks_topic)
-    t = lake.read_raw(files)
+    _, t = lake.read_raw_listed(lambda: lake.raw_files(settings.lake_root, settings.clicks_topic))
     return list(
         zip(
             t["kafka_partition"].to_pylist(),

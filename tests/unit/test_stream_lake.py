@@ -48,3 +48,28 @@ def test_write_list_and_hour_lookup_on_file_urls(tmp_path):
     found = lake.hour_files(root, "t", datetime(2024, 5, 6, 7, 30, tzinfo=UTC))
     assert [f.url for f in found] == [files[0].url]
     assert lake.hour_files(root, "t", datetime(2024, 5, 6, 8, tzinfo=UTC)) == []
+
+
+def test_a_partial_file_deleted_between_listing_and_reading_is_listed_again(tmp_path):
+    """The archiver deletes a block's partial files once its full file is written; a reader that
+    listed the partial one lists again and reads the full one."""
+    root = f"file://{tmp_path}/lake"
+    cols = {name: [None] * 3 for name in lake.RAW_SCHEMA.names}
+    cols.update(kafka_partition=[0, 0, 0], kafka_offset=[0, 1, 2])
+    full = pa.table(cols, schema=lake.RAW_SCHEMA)
+    partial_url = lake.raw_file_url(root, "clicks", 0, 0, 1)
+    lake.write_table(partial_url, full.slice(0, 2))
+    listings = []
+
+    def listing():
+        files = lake.raw_files(root, "clicks")
+        listings.append([f.last for f in files])
+        if len(listings) == 1:  # the block completes right after this listing
+            lake.write_table(lake.raw_file_url(root, "clicks", 0, 0, 2), full)
+            lake.delete([partial_url])
+        return files
+
+    files, table = lake.read_raw_listed(listing)
+    assert listings == [[1], [2]]
+    assert [f.last for f in files] == [2]
+    assert table["kafka_offset"].to_pylist() == [0, 1, 2]
