@@ -19,6 +19,7 @@ Metric names (stable; alert rules in infra/prometheus/alerts.yml depend on them)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 RUN_WINDOW_S = 3600
+log = logging.getLogger("clickagg.dagster_metrics")
 
 
 def _key(key: dg.AssetKey) -> str:
@@ -57,6 +59,7 @@ class DagsterCollector(Collector):
         try:
             families = self._families(self._instance())
         except Exception:  # noqa: BLE001 - a scrape must answer; the error is counted
+            log.exception("reading the Dagster instance failed")
             self.errors += 1
             families = []
         yield from families
@@ -125,14 +128,14 @@ class DagsterCollector(Collector):
 
 
 def _outcome(record) -> tuple[bool, str] | None:
-    """(failed?, severity) of a check execution; None while it is only planned."""
+    """(failed?, severity) of a completed check execution; None while it is only planned (also
+    when its run died before the check ran: the failed run is counted in the runs metric)."""
+    if record.status is AssetCheckExecutionRecordStatus.PLANNED:
+        return None
     evaluation = record.evaluation
-    severity = evaluation.severity.value.lower() if evaluation else "error"
-    if record.status is AssetCheckExecutionRecordStatus.SUCCEEDED:
-        return False, severity
-    if record.status is AssetCheckExecutionRecordStatus.FAILED:
-        return True, severity
-    return None
+    severity = getattr(evaluation, "severity", None)
+    label = severity.value.lower() if severity is not None else "error"
+    return record.status is AssetCheckExecutionRecordStatus.FAILED, label
 
 
 def _utc(ts: float):

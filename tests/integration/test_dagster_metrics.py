@@ -40,6 +40,11 @@ def good_is_positive() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True)
 
 
+@dg.asset_check(asset=broken)
+def broken_is_complete() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)  # never runs: its asset fails first
+
+
 @dg.asset_check(asset=shaky, blocking=False)
 def shaky_matches_truth() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN)
@@ -57,7 +62,8 @@ def samples(collector: DagsterCollector) -> dict[tuple, float]:
 
 def test_runs_materialisations_and_checks_are_exported():
     defs = dg.Definitions(
-        assets=[good, shaky, broken], asset_checks=[good_is_positive, shaky_matches_truth]
+        assets=[good, shaky, broken],
+        asset_checks=[good_is_positive, shaky_matches_truth, broken_is_complete],
     )
     with dg.instance_for_test() as instance:
         collector = DagsterCollector.for_definitions(lambda: instance, defs)
@@ -68,7 +74,9 @@ def test_runs_materialisations_and_checks_are_exported():
         t0 = time.time()
         ok = dg.materialize([good, shaky, good_is_positive, shaky_matches_truth], instance=instance)
         assert ok.success
-        failed = dg.materialize([broken], instance=instance, raise_on_error=False)
+        failed = dg.materialize(
+            [broken, broken_is_complete], instance=instance, raise_on_error=False
+        )
         assert not failed.success
 
         got = samples(collector)
@@ -90,7 +98,7 @@ def test_runs_materialisations_and_checks_are_exported():
             for (n, labels), v in got.items()
             if n == "clickagg_dagster_asset_check_failed"
         }
-        assert checks == {
+        assert checks == {  # broken_is_complete was planned, never ran: no sample
             ("good", "good_is_positive", "error"): 0,
             ("shaky", "shaky_matches_truth", "warn"): 1,
         }
