@@ -16,21 +16,17 @@ from tests.conftest import wait_until
 from tests.integration.stream_harness import (
     ArchiverProc,
     Placed,
-    delete_internal_topics,
     now_ms,
     produce,
     produce_raw,
 )
 from tests.unit.stream_sim import make_events
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault]
-
-
-@pytest.fixture(autouse=True)
-def _drop_internal_topics(settings, unique):
-    """The workers create internal topics per app id (t<unique>, r<unique>): drop them after."""
-    yield
-    delete_internal_topics(settings, f"t{unique}", f"r{unique}")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.fault,
+    pytest.mark.usefixtures("stream_internal_topics"),
+]
 
 
 BLOCK = 200

@@ -16,7 +16,6 @@ from tests.integration.stream_harness import (
     ROOT,
     Placed,
     Worker,
-    delete_internal_topics,
     metric_value,
     now_ms,
     produce,
@@ -25,14 +24,11 @@ from tests.integration.stream_harness import (
 )
 from tests.unit.stream_sim import expected_billable, make_events
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault]
-
-
-@pytest.fixture(autouse=True)
-def _drop_internal_topics(settings, unique):
-    """The workers create internal topics per app id (t<unique>, r<unique>): drop them after."""
-    yield
-    delete_internal_topics(settings, f"t{unique}", f"r{unique}")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.fault,
+    pytest.mark.usefixtures("stream_internal_topics"),
+]
 
 
 def produce_slowly(settings, events, placed, chunks: int, pause: float) -> threading.Thread:

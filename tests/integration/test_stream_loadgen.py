@@ -20,20 +20,12 @@ from clickagg_platform.loadgen import (
 from tests.integration.stream_harness import (
     Placed,
     Worker,
-    delete_internal_topics,
     now_ms,
     produce,
     wait_equal,
 )
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _drop_internal_topics(settings, unique):
-    """The workers create internal topics per app id (t<unique>, r<unique>): drop them after."""
-    yield
-    delete_internal_topics(settings, f"t{unique}", f"r{unique}")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_internal_topics")]
 
 
 WITHIN_LATENESS = (  # at most 8 min late: inside the stream's 10 min allowed lateness

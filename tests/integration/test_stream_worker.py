@@ -10,7 +10,6 @@ from tests.conftest import wait_until
 from tests.integration.stream_harness import (
     Placed,
     Worker,
-    delete_internal_topics,
     metric_value,
     now_ms,
     produce,
@@ -19,14 +18,7 @@ from tests.integration.stream_harness import (
 )
 from tests.unit.stream_sim import expected_billable, make_events
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _drop_internal_topics(settings, unique):
-    """The workers create internal topics per app id (t<unique>, r<unique>): drop them after."""
-    yield
-    delete_internal_topics(settings, f"t{unique}", f"r{unique}")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_internal_topics")]
 
 
 def test_worker_counts_equal_ground_truth(settings, kafka_topic, ch_database, tmp_path, unique):
