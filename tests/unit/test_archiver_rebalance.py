@@ -123,3 +123,28 @@ def test_a_redelivered_offset_is_one_row():
     for msg in records(events, 0) + records(events[1:], 1):
         block.add(msg)
     assert block.table()["kafka_offset"].to_pylist() == [0, 1, 2]
+
+
+def test_seeks_drop_only_the_partitions_moved_after_the_drain():
+    """The guard the stream runner and the archiver share (streaming/seeks.py)."""
+    from streaming.seeks import Seeks
+
+    class Consumer:
+        def __init__(self):
+            self.positions = {}
+
+        def seek(self, tp, offset):
+            self.positions[tp] = offset
+
+    seeks, consumer = Seeks(), Consumer()
+    tp1 = TP(TOPIC, 1)
+    batch = {TP0: ["a"], tp1: ["b"]}
+    snap = seeks.snapshot(batch)
+    assert seeks.fresh(batch, snap) == batch  # nothing moved: all applied
+    seeks.seek(consumer, TP0, 40)  # a listener re-positions partition 0 after the drain
+    assert consumer.positions == {TP0: 40}
+    assert seeks.fresh(batch, snap) == {tp1: ["b"]}
+    seeks.invalidate(tp1)  # partition 1 revoked
+    assert seeks.fresh(batch, snap) == {}
+    later = seeks.snapshot(batch)  # drained after both: applied
+    assert seeks.fresh(batch, later) == batch
