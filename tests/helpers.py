@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from clickagg_platform.settings import Settings
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,17 +35,15 @@ def settings_env(settings: Settings, **extra) -> dict[str, str]:
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
+            return False
+
+    wait_until(answers, timeout, f"{url} to answer 200", interval=0.05)
 
 
 @contextmanager

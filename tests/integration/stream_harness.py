@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from confluent_kafka import Producer
 
 from clickagg_platform.model import ClickEvent, encode_click
 from clickagg_platform.settings import Settings
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,6 +149,29 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
+class Feed:
+    """Traffic in steps the test drives: `send(k)` produces the next k chunks of the events
+    (acked before it returns), so a test places records exactly before, during and after the
+    fault it injects, instead of timing a background producer."""
+
+    def __init__(self, settings: Settings, events: list[ClickEvent], placed: Placed, chunks: int):
+        size = len(events) // chunks + 1
+        self.settings, self.placed = settings, placed
+        self.chunks = [events[i : i + size] for i in range(0, len(events), size)]
+
+    def send(self, k: int = 1) -> None:
+        for chunk in self.chunks[:k]:
+            produce(self.settings, chunk, self.placed)
+        del self.chunks[:k]
+
+    def rest(self) -> None:
+        self.send(len(self.chunks))
+
+    @property
+    def left(self) -> int:
+        return len(self.chunks)
+
+
 class ArchiverProc(Worker):
     module = "streaming.archive_app"
 
@@ -172,20 +195,25 @@ def totals(settings: Settings) -> Counter:
 
 
 def wait_equal(settings: Settings, want: Counter, timeout: float, workers=()) -> None:
-    deadline = time.monotonic() + timeout
     got: Counter = Counter()
-    while time.monotonic() < deadline:
+
+    def equal() -> bool:
+        nonlocal got
         got = totals(settings)
-        if got == want:
-            return
-        time.sleep(0.3)
-    diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
-    tails = "\n---\n".join(w.log_tail() for w in workers)
-    raise AssertionError(
-        f"hot totals != truth after {timeout}s: {len(diff)} keys differ, e.g. "
-        f"{list(diff.items())[:5]}; sum got={sum(got.values())} want={sum(want.values())}\n"
-        f"{tails}"
-    )
+        return got == want
+
+    try:
+        wait_until(equal, timeout, "hot totals == truth", interval=0.3)
+    except AssertionError:
+        diff = {
+            k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)
+        }
+        tails = "\n---\n".join(w.log_tail() for w in workers)
+        raise AssertionError(
+            f"hot totals != truth after {timeout}s: {len(diff)} keys differ, e.g. "
+            f"{list(diff.items())[:5]}; sum got={sum(got.values())} want={sum(want.values())}\n"
+            f"{tails}"
+        ) from None
 
 
 def now_ms() -> int:

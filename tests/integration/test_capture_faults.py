@@ -31,18 +31,23 @@ class Load:
         queue: asyncio.Queue = asyncio.Queue()
         for link in self.links:
             queue.put_nowait(link)
-        async with httpx.AsyncClient(base_url=self.base, timeout=30) as http:
+        # connection failures are retried by the transport (with its own backoff); a request
+        # cut mid-way is clicked again, as a user would (same link, same event_id)
+        transport = httpx.AsyncHTTPTransport(retries=5)
+        async with httpx.AsyncClient(base_url=self.base, timeout=30, transport=transport) as http:
+
+            async def click(token: str) -> int:
+                for _attempt in range(2):
+                    try:
+                        return (await http.get(f"/c/{token}")).status_code
+                    except httpx.TransportError:
+                        continue
+                return (await http.get(f"/c/{token}")).status_code
 
             async def worker():
                 while not queue.empty():
                     link = queue.get_nowait()
-                    for _attempt in range(50):
-                        try:
-                            r = await http.get(f"/c/{link['token']}")
-                            break
-                        except httpx.TransportError:
-                            await asyncio.sleep(0.1)
-                    self.statuses[link["impression_id"]] = r.status_code
+                    self.statuses[link["impression_id"]] = await click(link["token"])
 
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         self.done.set()

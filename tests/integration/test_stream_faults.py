@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import random
 import subprocess
-import threading
-import time
 
 import pytest
 
 from tests.conftest import wait_until
 from tests.integration.stream_harness import (
     ROOT,
+    Feed,
     Placed,
     Worker,
     metric_value,
@@ -29,19 +28,6 @@ pytestmark = [
     pytest.mark.fault,
     pytest.mark.usefixtures("stream_internal_topics"),
 ]
-
-
-def produce_slowly(settings, events, placed, chunks: int, pause: float) -> threading.Thread:
-    size = len(events) // chunks + 1
-
-    def run():
-        for i in range(0, len(events), size):
-            produce(settings, events[i : i + size], placed)
-            time.sleep(pause)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def processed(worker: Worker) -> float:
@@ -61,19 +47,20 @@ def owned(worker: Worker) -> float:
 def test_sigkill_mid_stream_three_times(settings, kafka_topic, ch_database, tmp_path, unique):
     events = make_events(seed=21, n=30_000, start_ms=now_ms() - 3_600_000)
     placed = Placed()
-    feeder = produce_slowly(settings, events, placed, chunks=30, pause=0.25)
+    feed = Feed(settings, events, placed, chunks=4)
     worker = Worker(settings, tmp_path / "w", f"t{unique}")
     rng = random.Random(unique)  # kill points vary from run to run (and are in the log)
     kills = 0
     try:
         for _ in range(3):
             worker.start()
-            at = rng.randrange(200, 6000)
+            feed.send()  # a quarter arrives while it runs (on top of what came while it was dead)
+            at = rng.randrange(200, 6000)  # below a quarter: the kill is always mid-stream
             wait_until(lambda at=at: processed(worker) > at, 60, f"{at} records processed")
             worker.kill()
             kills += 1
-        feeder.join(120)
-        assert not feeder.is_alive()
+        feed.rest()  # the last quarter lands while no worker runs
+        assert feed.left == 0
         assert totals(settings) != expected_billable(placed.by_partition())  # not done yet
         worker.start()
         wait_equal(settings, expected_billable(placed.by_partition()), 120, [worker])
@@ -134,21 +121,24 @@ def test_clickhouse_outage_mid_stream(settings, kafka_topic, ch_database, tmp_pa
 def test_two_workers_rebalance_and_kill(settings, kafka_topic, ch_database, tmp_path, unique):
     events = make_events(seed=41, n=24_000, start_ms=now_ms() - 3_600_000)
     placed = Placed()
+    feed = Feed(settings, events, placed, chunks=4)
     a = Worker(settings, tmp_path / "a", f"t{unique}").start()
     b = Worker(settings, tmp_path / "b", f"t{unique}")
-    feeder = produce_slowly(settings, events, placed, chunks=24, pause=0.3)
     try:
+        feed.send()
         wait_until(lambda: processed(a) > 1000, 60, "worker A progress")
         b.start()
+        feed.send()  # traffic during the rebalance
         wait_until(
             lambda: 0 < owned(b) and 0 < owned(a) < 2 * settings.clicks_partitions,
             60,
             "a rebalance sharing the partitions between A and B",
         )
         a.kill()  # B must take A's partitions, rebuilding them from the Kafka changelog
+        feed.send()  # traffic while B takes them over
         wait_until(lambda: owned(b) == 2 * settings.clicks_partitions, 60, "B owns all")
-        feeder.join(120)
-        assert not feeder.is_alive()
+        feed.rest()
+        assert feed.left == 0
         wait_equal(settings, expected_billable(placed.by_partition()), 120, [a, b])
         assert "deltas applied" in b.log_path.read_text()
     finally:

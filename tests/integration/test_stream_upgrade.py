@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.integration.stream_harness import (
     ROOT,
+    Feed,
     Placed,
     Worker,
     delete_internal_topics,
@@ -20,7 +21,7 @@ from tests.integration.stream_harness import (
     totals,
     wait_equal,
 )
-from tests.integration.test_stream_faults import processed, produce_slowly
+from tests.integration.test_stream_faults import processed
 from tests.unit.stream_sim import expected_billable, make_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -60,17 +61,20 @@ def test_stop_upgrade_resume_under_load(settings, kafka_topic, ch_database, tmp_
     events = make_events(seed=51, n=20_000, start_ms=now_ms() - 3_600_000)
     placed = Placed()
     app_id = f"u{unique}"
-    feeder = produce_slowly(settings, events, placed, chunks=40, pause=0.2)
+    feed = Feed(settings, events, placed, chunks=4)
     old = Worker(settings, tmp_path / "state", app_id).start()
     try:
+        feed.send()
         wait_until(lambda: processed(old) > 3000, 90, "the old release to be processing")
+        feed.send()  # in flight when the old release stops
         old.stop()  # graceful: SIGTERM, the worker checkpoints and leaves the group
         assert old.proc.returncode == 0, old.log_tail()
-        assert feeder.is_alive(), "the load must still be running during the upgrade"
+        feed.send()  # arrives while no release runs: the upgrade window
+        assert feed.left > 0, "the load must still be running during the upgrade"
         release = make_release(tmp_path / "release-v2")
         new = ReleaseWorker(settings, tmp_path / "state", app_id, release=release).start()
-        feeder.join(180)
-        assert not feeder.is_alive()
+        feed.rest()  # and more once the new release runs
+        assert feed.left == 0
         want = expected_billable(placed.by_partition())
         wait_equal(settings, want, 120, [new])
         assert RELEASE_BANNER in new.log_path.read_text(errors="replace")

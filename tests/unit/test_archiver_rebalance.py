@@ -37,6 +37,7 @@ class ScriptedConsumer:
     def __init__(self, archiver: Archiver, log: list, script: list) -> None:
         self.archiver, self.log, self.script = archiver, log, script
         self.release = asyncio.Event()
+        self.listener_waiting = asyncio.Event()  # the listener holds the lock, in committed()
         self.position = 0
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
@@ -46,15 +47,18 @@ class ScriptedConsumer:
             return {}
         batch, rebalance = step
         if rebalance == "while-draining":
-            asyncio.get_running_loop().create_task(self.archiver.on_partitions_assigned([TP0]))
-            await asyncio.sleep(0)  # the listener takes the lock and awaits committed()
-            asyncio.get_running_loop().call_later(0.05, self.release.set)
+            loop = asyncio.get_running_loop()
+            loop.create_task(self.archiver.on_partitions_assigned([TP0]))
+            await self.listener_waiting.wait()
+            # runs once the run loop, handed this batch, is blocked on the listener's lock
+            loop.call_soon(self.release.set)
         elif rebalance == "before-draining":
             self.release.set()
             await self.archiver.on_partitions_assigned([TP0])  # seeks, then the batch drains
         return {TP0: batch} if batch else {}
 
     async def committed(self, tp: TP) -> int | None:
+        self.listener_waiting.set()
         await self.release.wait()
         return None
 
