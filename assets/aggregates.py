@@ -23,6 +23,7 @@ from assets.common import (
 from assets.partitions import hourly
 from clickagg_platform import lake
 from clickagg_platform.reconcile import (
+    OUTPUT_COLUMNS,
     ReconcileParams,
     duckdb_reconcile,
     horizon_hours,
@@ -225,18 +226,7 @@ def minute_aggregates(
     clickhouse.replace_partitions(
         "minute_aggregates_batch",
         [hour_pid(h) for h in hours],
-        [
-            "hour",
-            "window_start",
-            "advertiser_id",
-            "campaign_id",
-            "ad_id",
-            "clicks",
-            "fraud_clicks",
-            "stream_too_late",
-            "reconciled_at",
-            "run_id",
-        ],
+        ["hour", *OUTPUT_COLUMNS, "reconciled_at", "run_id"],
         ch_rows,
     )
     clicks = sum(r.clicks for r in rows)

@@ -75,13 +75,34 @@ def test_schedules_target_closed_periods():
     assert bill_closed_days(ctx).partition_key == "2026-03-04"
 
 
+def reconcile_hour(settings, key: str, instance: dg.DagsterInstance) -> None:
+    """Materialise `minute_aggregates` for one hour partition on `instance`."""
+    from assets.definitions import batch_assets
+    from tests.integration.test_batch_assets import resources_for
+
+    res = dg.materialize(
+        batch_assets(),
+        selection=["minute_aggregates"],
+        partition_key=key,
+        resources=resources_for(settings),
+        instance=instance,
+    )
+    assert res.success
+
+
+def sense_late_input(settings, instance: dg.DagsterInstance):
+    """One evaluation of the late-input sensor against the test's lake."""
+    from assets.automation import late_input_sensor
+    from resources.lake import LakeResource
+
+    lake_res = LakeResource(url=settings.lake_root, topic=settings.clicks_topic)
+    with dg.build_sensor_context(instance=instance, resources={"lake_store": lake_res}) as ctx:
+        return late_input_sensor(ctx)
+
+
 @pytest.mark.integration
 def test_late_input_sensor_requests_rereconcile_and_rebill(settings, ch_database, tmp_path):
-    from assets.automation import late_input_sensor
-    from assets.definitions import batch_assets
-    from resources.lake import LakeResource
     from tests.batch_support import place, write_archive
-    from tests.integration.test_batch_assets import resources_for
     from tests.unit.stream_sim import make_events
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -91,17 +112,8 @@ def test_late_input_sensor_requests_rereconcile_and_rebill(settings, ch_database
     parts = place(events, 2)
     write_archive(settings.lake_root, settings.clicks_topic, parts, block=1000)
     instance = dg.DagsterInstance.ephemeral()
-    res = dg.materialize(
-        batch_assets(),
-        selection=["minute_aggregates"],
-        partition_key=key,
-        resources=resources_for(settings),
-        instance=instance,
-    )
-    assert res.success
-    lake_res = LakeResource(url=settings.lake_root, topic=settings.clicks_topic)
-    with dg.build_sensor_context(instance=instance, resources={"lake_store": lake_res}) as ctx:
-        assert isinstance(late_input_sensor(ctx), dg.SkipReason)  # nothing changed
+    reconcile_hour(settings, key, instance)
+    assert isinstance(sense_late_input(settings, instance), dg.SkipReason)  # nothing changed
     late = make_events(seed=6, n=5, start_ms=hour + 120_000, rate_per_s=1.0, bursts=0)
     write_archive(
         settings.lake_root,
@@ -110,19 +122,14 @@ def test_late_input_sensor_requests_rereconcile_and_rebill(settings, ch_database
         block=1000,
         offset_base={0: 5000, 1: 5000},
     )
-    with dg.build_sensor_context(instance=instance, resources={"lake_store": lake_res}) as ctx:
-        reqs = late_input_sensor(ctx)
+    reqs = sense_late_input(settings, instance)
     assert [r.partition_key for r in reqs] == [key]
     assert reqs[0].job_name == "reconcile_hours"
 
 
 @pytest.mark.integration
 def test_late_input_sensor_rebills_a_day_reconciled_after_billing(settings, ch_database):
-    from assets.automation import late_input_sensor
-    from assets.definitions import batch_assets
-    from resources.lake import LakeResource
     from tests.batch_support import place, write_archive
-    from tests.integration.test_batch_assets import resources_for
     from tests.unit.stream_sim import make_events
 
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
@@ -135,16 +142,7 @@ def test_late_input_sensor_rebills_a_day_reconciled_after_billing(settings, ch_d
     instance.report_runless_asset_event(
         dg.AssetMaterialization("billing_daily", partition=str(yesterday))
     )
-    res = dg.materialize(
-        batch_assets(),
-        selection=["minute_aggregates"],
-        partition_key=key,
-        resources=resources_for(settings),
-        instance=instance,
-    )
-    assert res.success
-    lake_res = LakeResource(url=settings.lake_root, topic=settings.clicks_topic)
-    with dg.build_sensor_context(instance=instance, resources={"lake_store": lake_res}) as ctx:
-        reqs = late_input_sensor(ctx)
+    reconcile_hour(settings, key, instance)
+    reqs = sense_late_input(settings, instance)
     rebill = [r for r in reqs if r.job_name == "bill_days"]
     assert [r.partition_key for r in rebill] == [str(yesterday)]
