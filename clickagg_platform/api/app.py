@@ -25,6 +25,7 @@ from prometheus_client import (
 from pydantic import BaseModel, Field
 
 from clickagg_platform.api import queries as q
+from clickagg_platform.api.cache import TtlCache
 from clickagg_platform.api.health import platform_health
 from clickagg_platform.api.keys import CACHE_TTL_S, ApiKey, KeyStore
 from clickagg_platform.api.queries import ClickHouseReader, naive_utc, utc
@@ -158,7 +159,7 @@ class Api:
         # statements of one request that may run at once (see series)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="clickagg-ch")
         self.keys = KeyStore(factory, self.db)
-        self._owners: dict[str, tuple[float, str | None]] = {}  # campaign -> (when, advertiser)
+        self._owners = TtlCache(CACHE_TTL_S)  # campaign -> advertiser
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "clickagg_api_requests", "API requests", ["route", "status"], registry=self.registry
@@ -176,15 +177,12 @@ class Api:
     def owner_check(self, key: ApiKey, campaign_id: str) -> None:
         """404 unless the caller's advertiser owns the campaign. Owners are cached as briefly as
         keys are (a campaign moved to another advertiser is seen within CACHE_TTL_S)."""
-        now = time.monotonic()
-        hit = self._owners.get(campaign_id)
-        if hit is None or now - hit[0] >= CACHE_TTL_S:
-            rows = self.reader.execute(q.campaign_owner_sql(self.db), {"campaign_id": campaign_id})
-            if len(self._owners) > 100_000:
-                self._owners.clear()
-            hit = self._owners[campaign_id] = (now, rows[0][0] if rows else None)
-        if hit[1] is None or hit[1] != key.advertiser_id:
+        if self._owners.get(campaign_id, self._owner) != key.advertiser_id:
             raise HTTPException(404, NOT_FOUND["detail"])
+
+    def _owner(self, campaign_id: str) -> str | None:
+        rows = self.reader.execute(q.campaign_owner_sql(self.db), {"campaign_id": campaign_id})
+        return rows[0][0] if rows else None
 
     def reconciled_hours(self, rng: TimeRange) -> set[datetime]:
         first, end = rng.hours[0], ceil(rng.end, Granularity.hour)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from clickagg_platform.api.cache import TtlCache
 from clickagg_platform.tokens import validate_id
 
 CACHE_TTL_S = 5.0
@@ -49,7 +50,7 @@ class KeyStore:
     def __init__(self, client_factory, database: str):
         self._client = client_factory
         self.db = database
-        self._cache: dict[str, tuple[float, tuple | None]] = {}
+        self._cache = TtlCache(CACHE_TTL_S)
 
     def create(self, advertiser_id: str, label: str = "") -> tuple[str, str]:
         full, key_id, digest = new_key(advertiser_id)
@@ -62,7 +63,7 @@ class KeyStore:
             return False
         advertiser_id, digest, label, _revoked = row
         self._write(key_id, advertiser_id, digest, label, revoked=1)
-        self._cache.pop(key_id, None)
+        self._cache.forget(key_id)
         return True
 
     def list(self, advertiser_id: str | None = None) -> list[dict]:
@@ -86,12 +87,7 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        now = time.monotonic()
-        hit = self._cache.get(key_id)
-        row = hit[1] if hit and now - hit[0] < CACHE_TTL_S else None
-        if hit is None or now - hit[0] >= CACHE_TTL_S:
-            row = self._latest(key_id)
-            self._cache[key_id] = (now, row)
+        row = self._cache.get(key_id, self._latest)
         if row is None:
             return None
         advertiser_id, digest, _label, revoked = row

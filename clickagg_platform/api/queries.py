@@ -115,11 +115,11 @@ ORDER BY {group}
 
 
 def reconciled_hours_sql(db: str) -> str:
-    """Hours in [first_hour, end) the batch has reconciled, from partition metadata (both tables
-    are partitioned by hour; an hour reconciled without any click still has its drift_hours
-    partition). Reading system.parts costs milliseconds where a DISTINCT over the rows of 90 days
-    costs a second. Partition ids are 'YYYYMMDDhhmmss' (toYYYYMMDDhhmmss(hour)), so the range is
-    a string range: only the requested hours come back."""
+    """Hours in [first_partition, end_partition) the batch has reconciled, from partition
+    metadata (both tables are partitioned by hour; an hour reconciled without any click still
+    has its drift_hours partition). Partition ids are 'YYYYMMDDhhmmss' (toYYYYMMDDhhmmss(hour)),
+    so the range is a string range: only the requested hours come back. Reading system.parts
+    costs milliseconds where a DISTINCT over the rows of 90 days costs a second."""
     return f"""
 SELECT DISTINCT partition_id FROM system.parts
 WHERE database = '{_db(db)}' AND table IN ('minute_aggregates_batch', 'drift_hours') AND active

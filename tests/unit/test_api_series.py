@@ -58,3 +58,27 @@ def test_auto_day_bucket_needs_all_24_hours():
     assert merge_auto(rng, {day: 5}, {day: 4}, hours)[0].source == "hot"
     hours.append(day + timedelta(hours=23))
     assert merge_auto(rng, {day: 5}, {day: 4}, hours)[0].clicks == 4
+
+
+def test_ttl_cache_loads_once_per_ttl_and_forgets_on_demand():
+    from clickagg_platform.api.cache import TtlCache
+
+    loads = []
+
+    def load(key):
+        loads.append(key)
+        return None if key == "missing" else key.upper()
+
+    cache = TtlCache(ttl_s=3600, max_entries=2)
+    assert [cache.get("a", load), cache.get("a", load), cache.get("missing", load)] == [
+        "A",
+        "A",
+        None,
+    ]
+    assert cache.get("missing", load) is None  # a miss is cached too
+    assert loads == ["a", "missing"]
+    cache.forget("a")
+    assert cache.get("a", load) == "A" and loads[-1] == "a"
+    cache.get("b", load)  # past max_entries: cleared, then b kept
+    assert cache.get("b", load) == "B" and loads[-2:] == ["a", "b"]
+    assert TtlCache(ttl_s=0).get("x", load) == "X" and loads[-1] == "x"
