@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -75,7 +76,7 @@ class DagsterCollector(Collector):
             "Dagster runs: queued / in progress now; failed / succeeded in the last hour",
             labels=["status"],
         )
-        since = time.time() - RUN_WINDOW_S
+        since = datetime.now(UTC) - timedelta(seconds=RUN_WINDOW_S)
         statuses = {
             "queued": dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]),
             "in_progress": dg.RunsFilter(
@@ -83,11 +84,11 @@ class DagsterCollector(Collector):
             ),
             "failed_1h": dg.RunsFilter(
                 statuses=[dg.DagsterRunStatus.FAILURE],
-                updated_after=_utc(since),
+                updated_after=since,
             ),
             "succeeded_1h": dg.RunsFilter(
                 statuses=[dg.DagsterRunStatus.SUCCESS],
-                updated_after=_utc(since),
+                updated_after=since,
             ),
         }
         for name, flt in statuses.items():
@@ -136,12 +137,6 @@ def _outcome(record) -> tuple[bool, str] | None:
     severity = getattr(evaluation, "severity", None)
     label = severity.value.lower() if severity is not None else "error"
     return record.status is AssetCheckExecutionRecordStatus.FAILED, label
-
-
-def _utc(ts: float):
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def serve(host: str, port: int) -> None:
