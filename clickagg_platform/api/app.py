@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
@@ -267,6 +267,35 @@ class BatchCollector:
             )
 
 
+class MeasureMiddleware:
+    """Latency and status per route, as a plain ASGI middleware. (Starlette's
+    `BaseHTTPMiddleware` re-streams every response through a memory channel: slower, and it
+    raised "Response content shorter than Content-Length" when a browser dropped a file
+    response mid-way.)"""
+
+    def __init__(self, app, api: Api):
+        self.app, self.api = app, api
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")  # set by the router
+            self.api.latency.labels(name).observe(time.perf_counter() - start)
+            self.api.requests.labels(name, str(status)).inc()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     api = Api(settings or get_settings())
     app = FastAPI(
@@ -277,15 +306,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.api = api
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        api.latency.labels(name).observe(time.perf_counter() - start)
-        api.requests.labels(name, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MeasureMiddleware, api=api)
 
     @app.exception_handler(RangeError)
     async def range_error(_request, exc: RangeError):

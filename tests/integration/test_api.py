@@ -233,6 +233,34 @@ def test_batch_gauges_for_alerting(seeded):
     assert "clickagg_drift_max_relative" not in text
 
 
+def test_requests_are_counted_per_route_template_and_status(seeded):
+    client, _, k = seeded
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert _get(client, k["adv1"], "/v1/campaigns/c1/clicks", **RANGE).status_code == 200
+    assert _get(client, k["adv1"], "/v1/campaigns/nope/clicks", **RANGE).status_code == 404
+    assert client.get("/no/such/page").status_code == 404
+    assert client.get("/dashboard").status_code == 200
+    text = client.get("/metrics").text
+    counts = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "clickagg_api_requests_total"
+    }
+    route = "/v1/campaigns/{campaign_id}/clicks"
+    assert counts[(route, "200")] == 1 and counts[(route, "404")] == 1
+    assert counts[("unmatched", "404")] == 1
+    assert counts[("/dashboard", "200")] == 1
+    latencies = {
+        s.labels["route"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "clickagg_api_request_seconds_count"
+    }
+    assert latencies[route] == 2
+
+
 def test_reconciled_hours_agree_from_rows_and_from_partition_metadata(
     seeded, settings, ch_database
 ):
