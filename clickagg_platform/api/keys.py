@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from clickagg_platform.api.cache import TtlCache
+from clickagg_platform.api.queries import ClickHouseReader
 from clickagg_platform.tokens import validate_id
 
 CACHE_TTL_S = 5.0
@@ -48,7 +49,8 @@ class KeyStore:
     """ClickHouse-backed key store; `client_factory` returns a clickhouse-driver Client."""
 
     def __init__(self, client_factory, database: str):
-        self._client = client_factory
+        # connections are reused (a lookup per key every few seconds used to open one each)
+        self._ch = ClickHouseReader(client_factory, max_idle=2)
         self.db = database
         self._cache = TtlCache(CACHE_TTL_S)
 
@@ -67,15 +69,11 @@ class KeyStore:
         return True
 
     def list(self, advertiser_id: str | None = None) -> list[dict]:
-        c = self._client()
-        try:
-            rows = c.execute(
-                f"SELECT key_id, argMax(advertiser_id, version), argMax(label, version), "
-                f"min(created_at), argMax(revoked, version) FROM {self.db}.api_keys "
-                "GROUP BY key_id ORDER BY key_id"
-            )
-        finally:
-            c.disconnect()
+        rows = self._ch.execute(
+            f"SELECT key_id, argMax(advertiser_id, version), argMax(label, version), "
+            f"min(created_at), argMax(revoked, version) FROM {self.db}.api_keys "
+            "GROUP BY key_id ORDER BY key_id"
+        )
         out = [
             dict(key_id=r[0], advertiser_id=r[1], label=r[2], created_at=r[3], revoked=bool(r[4]))
             for r in rows
@@ -96,36 +94,26 @@ class KeyStore:
         return ApiKey(key_id, advertiser_id)
 
     def _latest(self, key_id: str) -> tuple | None:
-        c = self._client()
-        try:
-            rows = c.execute(
-                f"SELECT argMax(advertiser_id, version), argMax(secret_sha256, version), "
-                f"argMax(label, version), argMax(revoked, version) FROM {self.db}.api_keys "
-                "WHERE key_id = %(k)s GROUP BY key_id",
-                {"k": key_id},
-            )
-        finally:
-            c.disconnect()
+        rows = self._ch.execute(
+            f"SELECT argMax(advertiser_id, version), argMax(secret_sha256, version), "
+            f"argMax(label, version), argMax(revoked, version) FROM {self.db}.api_keys "
+            "WHERE key_id = %(k)s GROUP BY key_id",
+            {"k": key_id},
+        )
         return tuple(rows[0]) if rows else None
 
     def _write(self, key_id, advertiser_id, digest, label, revoked: int) -> None:
-        c = self._client()
-        try:
-            c.execute(
-                f"INSERT INTO {self.db}.api_keys "
-                "(key_id, advertiser_id, secret_sha256, label, created_at, revoked, version) "
-                "VALUES",
-                [
-                    (
-                        key_id,
-                        advertiser_id,
-                        digest,
-                        label,
-                        datetime.now(UTC).replace(tzinfo=None),
-                        revoked,
-                        time.time_ns(),
-                    )
-                ],
-            )
-        finally:
-            c.disconnect()
+        row = (
+            key_id,
+            advertiser_id,
+            digest,
+            label,
+            datetime.now(UTC).replace(tzinfo=None),
+            revoked,
+            time.time_ns(),
+        )
+        self._ch.execute(
+            f"INSERT INTO {self.db}.api_keys "
+            "(key_id, advertiser_id, secret_sha256, label, created_at, revoked, version) VALUES",
+            [row],
+        )

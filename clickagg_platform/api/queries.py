@@ -75,7 +75,8 @@ class ClickHouseReader:
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._max_idle = max_idle
 
-    def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
+    def execute(self, sql: str, params: dict | list | None = None) -> list[tuple]:
+        """Run one statement (params: a dict, or the rows of an INSERT ... VALUES)."""
         try:
             client = self._idle.get_nowait()
         except queue.Empty:

@@ -316,3 +316,31 @@ def test_reconciled_hours_agree_from_rows_and_from_partition_metadata(
     reconciled = {p["t"] for p in auto["points"] if p["source"] == "reconciled"}
     assert reconciled == {h.strftime("%Y-%m-%dT%H:%M:%SZ") for h in want}
     assert sum(p["clicks"] for p in auto["points"]) == 9 + 8  # exact hour 10 + hot hour 11
+
+
+def test_apikey_cli_creates_lists_and_revokes_keys_the_api_honours(settings, ch_database):
+    from typer.testing import CliRunner
+
+    from clickagg_platform.cli import app as cli
+    from clickagg_platform.settings import get_settings
+
+    runner = CliRunner()
+    env = {"CLICKAGG_CLICKHOUSE_DATABASE": ch_database}
+    get_settings.cache_clear()
+    try:
+        made = runner.invoke(cli, ["apikey", "create", "-a", "adv7", "--label", "ci"], env=env)
+        assert made.exit_code == 0, made.output
+        full = made.output.split()[0]
+        key_id = full.split("_")[1]
+        store = KeyStore(lambda: clickhouse.client(settings), ch_database)
+        assert store.verify(full).advertiser_id == "adv7"
+        listed = runner.invoke(cli, ["apikey", "list"], env=env)
+        assert key_id in listed.output and "active" in listed.output
+        assert runner.invoke(cli, ["apikey", "revoke", key_id], env=env).exit_code == 0
+        assert KeyStore(lambda: clickhouse.client(settings), ch_database).verify(full) is None
+        unknown = runner.invoke(cli, ["apikey", "revoke", "000000000000"], env=env)
+        assert unknown.exit_code == 2 and "no key with id" in unknown.output
+        bad = runner.invoke(cli, ["apikey", "create", "-a", "bad id!"], env=env)
+        assert bad.exit_code == 2 and "advertiser_id must be" in bad.output
+    finally:
+        get_settings.cache_clear()
