@@ -26,8 +26,8 @@ class _CounterChild:
         self.value += amount
 
 
-class LoopCounter:
-    """A counter with one label whose values are known up front."""
+class _LoopMetric:
+    """One metric family with one label whose values are known up front."""
 
     def __init__(
         self,
@@ -38,11 +38,19 @@ class LoopCounter:
         registry: CollectorRegistry,
     ):
         self.name, self.documentation, self.label = name, documentation, label
-        self._children = {v: _CounterChild() for v in values}
+        self._children = {v: self._new_child() for v in values}
         registry.register(self)
 
-    def labels(self, value: str) -> _CounterChild:
+    def _new_child(self):
+        raise NotImplementedError
+
+    def labels(self, value: str):
         return self._children[value]
+
+
+class LoopCounter(_LoopMetric):
+    def _new_child(self) -> _CounterChild:
+        return _CounterChild()
 
     def collect(self):
         family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
@@ -65,9 +73,7 @@ class _HistogramChild:
         self.sum += amount
 
 
-class LoopHistogram:
-    """A histogram with one label whose values are known up front."""
-
+class LoopHistogram(_LoopMetric):
     def __init__(
         self,
         name: str,
@@ -77,15 +83,13 @@ class LoopHistogram:
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ):
-        bounds = tuple(float(b) for b in buckets)
-        if list(bounds) != sorted(set(bounds)):
+        self.bounds = tuple(float(b) for b in buckets)
+        if list(self.bounds) != sorted(set(self.bounds)):
             raise ValueError("histogram buckets must be strictly increasing")
-        self.name, self.documentation, self.label = name, documentation, label
-        self._children = {v: _HistogramChild(bounds) for v in values}
-        registry.register(self)
+        super().__init__(name, documentation, label, values, registry)
 
-    def labels(self, value: str) -> _HistogramChild:
-        return self._children[value]
+    def _new_child(self) -> _HistogramChild:
+        return _HistogramChild(self.bounds)
 
     def collect(self):
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
