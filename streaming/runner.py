@@ -39,20 +39,6 @@ _OUTCOME = {o: o.name.lower() for o in Outcome}
 _decode = msgspec.json.Decoder(ClickEvent).decode  # = model.decode_click, minus one call
 
 
-# The collector, not the work, was a quarter of the worker's time: each fetch keeps ~20,000
-# tracked ConsumerRecords alive while it is processed, so they survive young collections and
-# keep triggering full ones, which walk the whole dedup state (millions of ids). The hot path
-# makes no reference cycles, so collections are made rare instead (young: every 100,000 net
-# allocations; full: every 100 middle ones) and long-lived state is frozen out of their scans.
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc() -> None:
-    gc.collect()
-    gc.freeze()  # the startup heap (Faust, aiokafka, modules) is permanent
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class StreamRunner(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, ss: StreamSettings) -> None:
         self.s, self.ss = settings, ss
@@ -71,7 +57,6 @@ class StreamRunner(ConsumerRebalanceListener):
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        tune_gc()
         await asyncio.to_thread(self.topics.ensure)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.s.bootstrap,
@@ -161,7 +146,7 @@ class StreamRunner(ConsumerRebalanceListener):
             self.procs[tp], self.locals[tp] = proc, local
         t0 = time.monotonic()
         applied = await recover(self.s.bootstrap, targets)
-        gc.freeze()  # the recovered state is long-lived: keep it out of the collector's scans
+        gc.freeze()  # recovered state is long-lived: out of the collector's scans (hosting.py)
         self._count_assigned()
         for tp in tps:
             nxt = self.procs[tp].next_offset
