@@ -186,6 +186,56 @@ def measure(settings: Settings, events: int, want: Counter, core: int, split: bo
     raise SystemExit("worker totals never matched the recount")
 
 
+def measure_archiver(settings: Settings, events: int, core: int, state: Path) -> tuple:
+    """The raw archiver over the whole topic, pinned to `core`: rows/s until every complete
+    block is in the lake (the last, partial blocks wait for the flush interval, which is not
+    work), rows per CPU-second, and whether the lake then holds each offset exactly once."""
+    from clickagg_platform import lake
+
+    state.mkdir(parents=True, exist_ok=True)
+    port = 16990 + random.randrange(9)
+    root = f"file://{state / 'lake'}"
+    env = {
+        **os.environ,
+        "CLICKAGG_CLICKS_TOPIC": settings.clicks_topic,
+        "CLICKAGG_LAKE_URL": root,
+        "CLICKAGG_STREAM_APP_ID": f"bench{uuid.uuid4().hex[:6]}",
+        "CLICKAGG_STREAM_ARCHIVE_WEB_PORT": str(port),
+        "CLICKAGG_STREAM_STATE_DIR": str(state / "state"),
+        "CLICKAGG_STREAM_ARCHIVE_FLUSH_INTERVAL_S": "1.0",
+    }
+    cmd = ["taskset", "-c", str(core), sys.executable, "-m", "faust", "-A", "streaming.archive_app"]
+    log = open(state / "archiver.log", "wb")
+    proc = subprocess.Popen(
+        [*cmd, "worker", "-l", "warn"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        from streaming.config import StreamSettings
+
+        block = StreamSettings().archive_block_offsets
+        full_blocks = events - settings.clicks_partitions * block  # the topic was made with these
+        first, deadline = None, time.time() + 900
+        while time.time() < deadline:
+            n = metric(port, "clickagg_archive_rows_total")
+            if n > 0 and first is None:
+                first = (time.perf_counter(), n, cpu_seconds(proc.pid))
+            if n >= full_blocks:
+                break
+            time.sleep(0.05)
+        done = n - first[1]
+        rate = done / (time.perf_counter() - first[0])
+        per_cpu = done / (cpu_seconds(proc.pid) - first[2])
+        exact = False
+        while time.time() < deadline and not exact:  # the partial blocks, then the check
+            time.sleep(0.5)
+            table = lake.read_raw(lake.raw_files(root, settings.clicks_topic), settings)
+            pairs = table.select(["kafka_partition", "kafka_offset"]).to_pylist()
+            exact = len(pairs) == events and len({tuple(r.values()) for r in pairs}) == events
+        return rate, per_cpu, exact
+    finally:
+        stop_all([proc])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (taskset execs the worker: same pid)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -318,6 +368,10 @@ def main(
                 dbs["split"], events, want, core, True, state / "split"
             )
             stop_all(procs)
+        with console.status("raw archiver (Parquet into a local lake)"):
+            arch_rate, arch_cpu, arch_exact = measure_archiver(
+                base, events, core, state / "archive"
+            )
         with console.status("worker, both stages in one process"):
             all_rate, all_cpu, all_e2e, procs = measure(
                 dbs["all"], events, want, core, False, state / "all"
@@ -348,6 +402,9 @@ def main(
         ("  same, per CPU-second of the worker", f"{all_cpu:,.0f} ev/s", ""),
         ("  same, until exact totals in ClickHouse", f"{all_e2e:,.0f} ev/s", ""),
         ("totals == independent recount (both runs)", "yes", "yes"),
+        ("raw archiver (decode + Parquet files), 1 core", f"{arch_rate:,.0f} rows/s", ""),
+        ("  same, per CPU-second of the archiver", f"{arch_cpu:,.0f} rows/s", ""),
+        ("  lake holds every offset exactly once", "yes" if arch_exact else "NO", "yes"),
         (f"freshness p50 @ {fresh_rate:,}/s (1 process)", f"{p50:.2f} s", ""),
         (f"freshness p99 @ {fresh_rate:,}/s (1 process)", f"{p99:.2f} s", "<= 2 s"),
         (
@@ -375,7 +432,9 @@ def write_section(rows, events: int, core: int) -> None:
 pinned to core {core}; in the "stage 1" run, stage 2 (`CLICKAGG_STREAM_STAGES=iprate`) runs in a
 second worker on the other core. Kafka, ClickHouse and the producer share the other core. Each
 worker run reads the whole topic with a fresh app id and must end with ClickHouse totals equal
-to the benchmark's own recount. The load average row shows what else ran on the machine.
+to the benchmark's own recount. The archiver run reads the same topic into a fresh local
+lake (rows/s until every complete block is written), then the lake must hold each offset
+exactly once. The load average row shows what else ran on the machine.
 
 | measure | value | target |
 |---|---|---|
