@@ -7,6 +7,7 @@ help:
 	@echo "make test        install what is missing, start services, run all tests, stop them"
 	@echo "make bench-capture | bench-stream | bench-reconcile | bench-query   benchmarks"
 	@echo "                  (results in docs/benchmarks.md)"
+	@echo "make soak-stream  the stream worker's memory under steady load (must stay flat)"
 	@echo "make up / down   start / stop Kafka and ClickHouse only"
 
 install:
@@ -49,8 +50,11 @@ bench-reconcile: install
 bench-query: install
 	@infra/bench.sh query
 
+soak-stream: install
+	@infra/bench.sh soak
+
 dbt-prepare: install
 	@.venv/bin/python -m assets.dbt
 
-.PHONY: help install demo demo-stop demo-status up down test test-unit lint dbt-prepare \
+.PHONY: help install demo demo-stop demo-status up down test test-unit lint dbt-prepare soak-stream \
 	bench-capture bench-stream bench-reconcile bench-query
