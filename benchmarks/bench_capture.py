@@ -27,6 +27,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procstat import cpu_seconds  # noqa: E402
 from clickagg_platform import kafka_admin  # noqa: E402
 from clickagg_platform.settings import Settings  # noqa: E402
 from clickagg_platform.tokens import mint_token  # noqa: E402
@@ -184,12 +185,6 @@ def one_round(
     finally:
         stop(proc)
     return result
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the server, all its threads (taskset execs: same pid)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:

@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import typer
 from rich.console import Console
 
@@ -26,18 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_stream import make_click, metric, producer, stop_all  # noqa: E402
+from benchmarks.procstat import rss_mib  # noqa: E402
 from clickagg_platform import clickhouse, kafka_admin  # noqa: E402
-from clickagg_platform.model import ClickEvent, encode_click  # noqa: E402
+from clickagg_platform.model import encode_click  # noqa: E402
 from clickagg_platform.settings import Settings  # noqa: E402
 
 console = Console()
-
-
-def rss_mib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def feed(settings: Settings, ids: int, rate: int, stop: threading.Event) -> None:
@@ -50,16 +45,12 @@ def feed(settings: Settings, ids: int, rate: int, stop: threading.Event) -> None
         now = int(time.time() * 1000)
         for _ in range(int(rate * tick)):
             ev = clicks[i % ids]
-            ev = ClickEvent(**{**msgspec_fields(ev), "event_time": now, "received_at": now})
+            ev = msgspec.structs.replace(ev, event_time=now, received_at=now)
             p.produce(settings.clicks_topic, encode_click(ev), key=ev.event_id.encode())
             i += 1
         p.poll(0)
         stop.wait(max(0.0, tick - (time.monotonic() - started)))  # pacing, not a condition
     p.flush(30)
-
-
-def msgspec_fields(ev: ClickEvent) -> dict:
-    return {f: getattr(ev, f) for f in ev.__struct_fields__}
 
 
 def main(

@@ -36,6 +36,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procstat import cpu_seconds  # noqa: E402
 from clickagg_platform import clickhouse, kafka_admin  # noqa: E402
 from clickagg_platform.hot_queries import hot_totals  # noqa: E402
 from clickagg_platform.model import ClickEvent, encode_click  # noqa: E402
@@ -234,12 +235,6 @@ def measure_archiver(settings: Settings, events: int, core: int, state: Path) ->
         return rate, per_cpu, exact
     finally:
         stop_all([proc])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (taskset execs the worker: same pid)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_all(procs) -> None:
