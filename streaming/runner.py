@@ -25,7 +25,7 @@ from clickagg_platform.settings import Settings
 from streaming import metrics as M
 from streaming.config import StreamSettings
 from streaming.logic.counter import ClickCounter, Outcome
-from streaming.logic.iprate import IpRateFlagger, decode_batch, encode_batch
+from streaming.logic.iprate import IpRateFlagger, decode_batch
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import NO_WATERMARK, LatenessPolicy
 from streaming.publisher import Publisher
@@ -168,7 +168,13 @@ class StreamRunner(ConsumerRebalanceListener):
 
     def _new_processor(self, tp: TP):
         if tp.topic == self.topics.source:
-            return ClickCounter(tp.partition, self.policy, self.ss.horizon_ms, is_bot_user_agent)
+            return ClickCounter(
+                tp.partition,
+                self.policy,
+                self.ss.horizon_ms,
+                is_bot_user_agent,
+                targets=self.topics.partitions,
+            )
         return IpRateFlagger(
             tp.partition, self.policy, self.ss.ip_rate_threshold, self.topics.partitions
         )
@@ -245,11 +251,8 @@ class StreamRunner(ConsumerRebalanceListener):
         tps = [tp for tp in tps if self.procs[tp].has_progress]
         counters = [tp for tp in tps if tp.topic == self.topics.source]
         for tp in counters:
-            for q, fb in route_forwards(self.procs[tp], self.topics.partitions).items():
-                if fb.records or fb.src_watermark != NO_WATERMARK:
-                    sends.append(
-                        await self.producer.send(self.topics.forward, encode_batch(fb), partition=q)
-                    )
+            for q, batch in route_forwards(self.procs[tp]).items():
+                sends.append(await self.producer.send(self.topics.forward, batch, partition=q))
         if sends:
             await asyncio.gather(*sends)
         writes = []

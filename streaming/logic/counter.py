@@ -7,6 +7,7 @@ so a (key, version) always maps to the same count, whoever computes it and howev
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from enum import IntEnum
 from typing import NamedTuple
@@ -29,7 +30,8 @@ class Outcome(IntEnum):
 
 
 class Forward(msgspec.Struct, array_like=True, frozen=True):
-    """What stage 2 (the per-IP rate rule) needs of one first occurrence."""
+    """What stage 2 (the per-IP rate rule) needs of one first occurrence. Stage 1 encodes each
+    as it goes (a msgpack array of these fields), into a buffer per stage-2 partition."""
 
     src_offset: int
     ip_hash: str
@@ -64,6 +66,7 @@ class CounterDelta(msgspec.Struct, array_like=True):
 
 
 _delta_encoder = msgspec.msgpack.Encoder()
+_forward_encoder = msgspec.msgpack.Encoder()
 _delta_decoder = msgspec.msgpack.Decoder(CounterDelta)
 
 
@@ -74,13 +77,16 @@ class ClickCounter:
         policy: LatenessPolicy,
         horizon_ms: int,
         is_bot: Callable[[str], bool],
+        targets: int = 1,
     ) -> None:
         self.partition = partition
+        self.targets = targets  # stage-2 partitions: forwards are routed by `ip_partition`
         self.policy = policy
         self.is_bot = is_bot
         self.dedup = DedupSet(horizon_ms)
         self.windows = AbsoluteCounts()
-        self.forwards: list[Forward] = []
+        self._forwards = [bytearray() for _ in range(targets)]  # encoded `Forward`s, per target
+        self._forwarded = [0] * targets
         self.max_event_time = NO_WATERMARK
         self.next_offset: int | None = None
         self.corrections = 0  # clicks counted into a window the watermark had passed
@@ -115,7 +121,8 @@ class ClickCounter:
         undecodable = len(Outcome)
         dedup_add = self.dedup.add
         new_id = self._new_ids.append
-        forward = self.forwards.append
+        forwards, forwarded, targets = self._forwards, self._forwarded, self.targets
+        encode_into, crc32 = _forward_encoder.encode_into, zlib.crc32
         window_add = self.windows.add
         memo, is_bot = self._bot_memo, self.is_bot
         oo, open_for = self._oo, self._open_for
@@ -155,9 +162,11 @@ class ClickCounter:
                         window_add((minute, ev.campaign_id, ev.ad_id), 1, offset)
                         if wm >= minute + MINUTE_MS:
                             self.corrections += 1
-                    forward(
-                        Forward(offset, ev.ip_hash, minute, ev.campaign_id, ev.ad_id, not outcome)
-                    )
+                    ip = ev.ip_hash
+                    q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
+                    fwd = (offset, ip, minute, ev.campaign_id, ev.ad_id, not outcome)
+                    encode_into(fwd, forwards[q], -1)  # a `Forward`; -1: append
+                    forwarded[q] += 1
                 counts[outcome] += 1
                 if t > max_t:
                     max_t = self.max_event_time = t
@@ -186,8 +195,11 @@ class ClickCounter:
         self.windows.mark_published(rows)
 
     # --- checkpoints -----------------------------------------------------------------------
-    def take_forwards(self) -> list[Forward]:
-        out, self.forwards = self.forwards, []
+    def take_forwards(self) -> list[tuple[int, bytes]]:
+        """Per stage-2 partition: (how many forwards, their msgpack arrays back to back)."""
+        out = [(n, bytes(buf)) for n, buf in zip(self._forwarded, self._forwards)]
+        self._forwards = [bytearray() for _ in range(self.targets)]
+        self._forwarded = [0] * self.targets
         return out
 
     def mark_all_dirty(self) -> int:

@@ -54,6 +54,14 @@ def encode_batch(batch: ForwardBatch) -> bytes:
     return pack(batch_encoder.encode(batch))
 
 
+def encode_forwards(src_partition: int, src_watermark: int, n: int, rows: bytes) -> bytes:
+    """A `ForwardBatch` around `n` records already encoded back to back (stage 1 encodes each
+    forward as it goes): the same bytes as `encode_batch` would write for them, except that
+    the records' array length is always in the 32-bit form (msgpack readers take any form)."""
+    records = msgspec.Raw(b"\xdd" + n.to_bytes(4, "big") + rows)
+    return pack(batch_encoder.encode((src_partition, src_watermark, records)))
+
+
 def decode_batch(data: bytes) -> ForwardBatch:
     return batch_decoder.decode(unpack(data))
 

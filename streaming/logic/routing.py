@@ -5,19 +5,23 @@ from __future__ import annotations
 import zlib
 
 from streaming.logic.counter import ClickCounter
-from streaming.logic.iprate import ForwardBatch
+from streaming.logic.iprate import encode_forwards
+from streaming.logic.windows import NO_WATERMARK
 
 
 def ip_partition(ip_hash: str, partitions: int) -> int:
-    """Stable across processes and Python runs (never the salted built-in `hash`)."""
+    """Stable across processes and Python runs (never the salted built-in `hash`).
+    `ClickCounter` routes each forward with this rule as it encodes it."""
     return zlib.crc32(ip_hash.encode()) % partitions
 
 
-def route_forwards(counter: ClickCounter, partitions: int) -> dict[int, ForwardBatch]:
-    """Drain the counter's first occurrences into one batch per target partition. Every target
-    gets a batch (maybe empty): it carries this source's watermark to all of stage 2."""
+def route_forwards(counter: ClickCounter) -> dict[int, bytes]:
+    """Drain the counter's first occurrences into one encoded `ForwardBatch` per stage-2
+    partition. Once the source has a watermark every target gets a batch, maybe empty: it
+    carries the watermark to all of stage 2."""
     wm = counter.watermark
-    batches = {q: ForwardBatch(counter.partition, wm, []) for q in range(partitions)}
-    for fwd in counter.take_forwards():
-        batches[ip_partition(fwd.ip_hash, partitions)].records.append(fwd)
-    return batches
+    return {
+        q: encode_forwards(counter.partition, wm, n, rows)
+        for q, (n, rows) in enumerate(counter.take_forwards())
+        if n or wm != NO_WATERMARK
+    }

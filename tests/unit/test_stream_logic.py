@@ -23,8 +23,8 @@ POLICY = LatenessPolicy(out_of_orderness_ms=5_000, allowed_lateness_ms=600_000)
 DAY = 24 * 3600 * 1000
 
 
-def counter(p: int = 0, horizon: int = DAY) -> ClickCounter:
-    return ClickCounter(p, POLICY, horizon, is_bot_user_agent)
+def counter(p: int = 0, horizon: int = DAY, targets: int = 3) -> ClickCounter:
+    return ClickCounter(p, POLICY, horizon, is_bot_user_agent, targets)
 
 
 def test_window_start_and_lateness_policy():
@@ -112,8 +112,8 @@ class Pipeline:
         return IpRateFlagger(q, POLICY, self.threshold, n_sources=self.p)
 
     def checkpoint(self, p: int, die_before_delta: bool = False) -> None:
-        for q, batch in route_forwards(self.counters[p], self.p).items():
-            self.topic[q].append(encode_batch(batch))  # forwards acked first
+        for q, batch in route_forwards(self.counters[p]).items():
+            self.topic[q].append(batch)  # forwards acked first
         if die_before_delta:
             return self.crash(p)  # the forwards stay in the topic: a replay re-sends them
         delta = self.counters[p].delta()
