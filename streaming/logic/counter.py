@@ -116,17 +116,22 @@ class ClickCounter:
         offset order). Returns how many ended with each `Outcome`, plus a last entry: records
         that did not decode (stepped over, deterministically, like any other record).
 
-        This loop runs once per click: written flat, with locals, on purpose."""
+        This loop runs once per click: written flat, with locals, on purpose. It inlines
+        `DedupSet.add` and tallies the batch's windows before `AbsoluteCounts.add`; expiry
+        waits for the batch's end (every rule here is judged by the watermark, never by what
+        expiry has dropped yet, so when it runs changes no outcome)."""
         counts = [0] * (len(Outcome) + 1)
         undecodable = len(Outcome)
-        dedup_add = self.dedup.add
+        known, span = self.dedup.minute_of, self.dedup.span_ms
+        known_get, bucket_minute, bucket = known.get, None, []
+        tally: dict[tuple[int, str, str], list[int]] = {}  # window -> [clicks, last offset]
+        tally_get = tally.get
         new_id = self._new_ids.append
         forwards, forwarded, targets = self._forwards, self._forwarded, self.targets
         encode_into, crc32 = _forward_encoder.encode_into, zlib.crc32
-        window_add = self.windows.add
         memo, is_bot = self._bot_memo, self.is_bot
         oo, open_for = self._oo, self._open_for
-        nxt, max_t = self.next_offset, self.max_event_time
+        nxt, max_t, corrections = self.next_offset, self.max_event_time, 0
         try:
             for rec in records:
                 offset = rec.offset
@@ -142,38 +147,51 @@ class ClickCounter:
                 t = ev.event_time
                 minute = t - t % MINUTE_MS
                 wm = NO_WATERMARK if max_t == NO_WATERMARK else max_t - oo  # before this click
-                event_id = ev.event_id
-                if not dedup_add(event_id, minute, wm):
-                    outcome = _DUPLICATE
-                else:
-                    new_id((event_id, minute))
-                    ua = ev.user_agent
-                    bot = memo.get(ua)
-                    if bot is None:
-                        if len(memo) > 10_000:
-                            memo.clear()
-                        bot = memo[ua] = is_bot(ua)
-                    if bot:
-                        outcome = _BOT
-                    elif wm > minute + open_for:
-                        outcome = _TOO_LATE
-                    else:
-                        outcome = _COUNTED
-                        window_add((minute, ev.campaign_id, ev.ad_id), 1, offset)
-                        if wm >= minute + MINUTE_MS:
-                            self.corrections += 1
-                    ip = ev.ip_hash
-                    q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
-                    fwd = (offset, ip, minute, ev.campaign_id, ev.ad_id, not outcome)
-                    encode_into(fwd, forwards[q], -1)  # a `Forward`; -1: append
-                    forwarded[q] += 1
-                counts[outcome] += 1
                 if t > max_t:
-                    max_t = self.max_event_time = t
-                    if t - oo - self._expired_upto >= MINUTE_MS:
-                        self._maybe_expire()
+                    max_t = t
+                event_id = ev.event_id
+                seen = known_get(event_id)
+                if seen is not None and wm <= seen + span:  # stored, within its horizon
+                    counts[_DUPLICATE] += 1
+                    continue
+                known[event_id] = minute
+                if minute != bucket_minute:
+                    bucket_minute, bucket = minute, self.dedup.bucket(minute)
+                bucket.append(event_id)
+                new_id((event_id, minute))
+                ua = ev.user_agent
+                bot = memo.get(ua)
+                if bot is None:
+                    if len(memo) > 10_000:
+                        memo.clear()
+                    bot = memo[ua] = is_bot(ua)
+                if bot:
+                    outcome = _BOT
+                elif wm > minute + open_for:
+                    outcome = _TOO_LATE
+                else:
+                    outcome = _COUNTED
+                    key = (minute, ev.campaign_id, ev.ad_id)
+                    w = tally_get(key)
+                    if w is None:
+                        tally[key] = [1, offset]
+                    else:
+                        w[0] += 1
+                        w[1] = offset
+                    if wm >= minute + MINUTE_MS:
+                        corrections += 1
+                ip = ev.ip_hash
+                q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
+                fwd = (offset, ip, minute, ev.campaign_id, ev.ad_id, not outcome)
+                encode_into(fwd, forwards[q], -1)  # a `Forward`; -1: append
+                forwarded[q] += 1
+                counts[outcome] += 1
         finally:
-            self.next_offset = nxt
+            self.next_offset, self.max_event_time = nxt, max_t
+            self.corrections += corrections
+            for key, (n, last) in tally.items():
+                self.windows.add(key, n, last)
+            self._maybe_expire()
         return counts
 
     def _maybe_expire(self) -> None:
@@ -197,7 +215,7 @@ class ClickCounter:
     # --- checkpoints -----------------------------------------------------------------------
     def take_forwards(self) -> list[tuple[int, bytes]]:
         """Per stage-2 partition: (how many forwards, their msgpack arrays back to back)."""
-        out = [(n, bytes(buf)) for n, buf in zip(self._forwarded, self._forwards)]
+        out = [(n, bytes(buf)) for n, buf in zip(self._forwarded, self._forwards, strict=True)]
         self._forwards = [bytearray() for _ in range(self.targets)]
         self._forwarded = [0] * self.targets
         return out

@@ -14,7 +14,7 @@ import pytest
 from clickagg_platform.loadgen import is_bot_user_agent
 from streaming.logic.counter import ClickCounter, Outcome
 from streaming.logic.dedup import DedupSet
-from streaming.logic.iprate import IpRateFlagger, decode_batch, encode_batch
+from streaming.logic.iprate import IpRateFlagger, decode_batch
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy, window_start
 from tests.unit.stream_sim import expected_billable, latest_totals, make_events, split
@@ -100,7 +100,7 @@ class Pipeline:
 
     def __init__(self, partitions: int, rng: random.Random, threshold: int = 20):
         self.p, self.rng, self.threshold = partitions, rng, threshold
-        self.counters = {p: counter(p) for p in range(partitions)}
+        self.counters = {p: counter(p, targets=partitions) for p in range(partitions)}
         self.flaggers = {q: self._flagger(q) for q in range(partitions)}
         self.c_log: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
         self.f_log: dict[int, list[bytes]] = {q: [] for q in range(partitions)}
@@ -121,7 +121,7 @@ class Pipeline:
             self.c_log[p].append(delta)
 
     def crash(self, p: int) -> None:
-        fresh = counter(p)
+        fresh = counter(p, targets=self.p)
         for d in self.c_log[p]:
             fresh.apply(d)
         self.counters[p] = fresh
