@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from enum import IntEnum
+from itertools import islice
 from typing import NamedTuple
 
 import msgspec
@@ -120,8 +121,14 @@ class ClickCounter:
         `DedupSet.add` and tallies the batch's windows before `AbsoluteCounts.add`; expiry
         waits for the batch's end (every rule here is judged by the watermark, never by what
         expiry has dropped yet, so when it runs changes no outcome)."""
+        records = records if isinstance(records, list) else list(records)
         counts = [0] * (len(Outcome) + 1)
         undecodable = len(Outcome)
+        applied = 0  # a fetch may start below next_offset: those records are in the state
+        if self.next_offset is not None:
+            while applied < len(records) and records[applied].offset < self.next_offset:
+                applied += 1
+        counts[_ALREADY_APPLIED] = applied
         known, span = self.dedup.minute_of, self.dedup.span_ms
         known_get, bucket_minute, bucket = known.get, None, []
         tally: dict[tuple[int, str, str], list[int]] = {}  # window -> [clicks, last offset]
@@ -131,14 +138,11 @@ class ClickCounter:
         encode_into, crc32 = _forward_encoder.encode_into, zlib.crc32
         memo, is_bot = self._bot_memo, self.is_bot
         oo, open_for = self._oo, self._open_for
-        nxt, max_t, corrections = self.next_offset, self.max_event_time, 0
+        max_t, corrections, offset = self.max_event_time, 0, None
+        next_wm = self.policy.watermark(max_t)
         try:
-            for rec in records:
+            for rec in islice(records, applied, None):
                 offset = rec.offset
-                if nxt is not None and offset < nxt:
-                    counts[_ALREADY_APPLIED] += 1
-                    continue
-                nxt = offset + 1
                 try:
                     ev = decode(rec.value)
                 except Exception:  # noqa: BLE001 - a bad record is skipped
@@ -146,9 +150,9 @@ class ClickCounter:
                     continue
                 t = ev.event_time
                 minute = t - t % MINUTE_MS
-                wm = NO_WATERMARK if max_t == NO_WATERMARK else max_t - oo  # before this click
+                wm = next_wm  # the watermark before this click
                 if t > max_t:
-                    max_t = t
+                    max_t, next_wm = t, t - oo
                 event_id = ev.event_id
                 seen = known_get(event_id)
                 if seen is not None and wm <= seen + span:  # stored, within its horizon
@@ -159,7 +163,7 @@ class ClickCounter:
                     bucket_minute, bucket = minute, self.dedup.bucket(minute)
                 bucket.append(event_id)
                 new_id((event_id, minute))
-                ua = ev.user_agent
+                ua, campaign, ad = ev.user_agent, ev.campaign_id, ev.ad_id
                 bot = memo.get(ua)
                 if bot is None:
                     if len(memo) > 10_000:
@@ -171,7 +175,7 @@ class ClickCounter:
                     outcome = _TOO_LATE
                 else:
                     outcome = _COUNTED
-                    key = (minute, ev.campaign_id, ev.ad_id)
+                    key = (minute, campaign, ad)
                     w = tally_get(key)
                     if w is None:
                         tally[key] = [1, offset]
@@ -182,12 +186,13 @@ class ClickCounter:
                         corrections += 1
                 ip = ev.ip_hash
                 q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
-                fwd = (offset, ip, minute, ev.campaign_id, ev.ad_id, not outcome)
-                encode_into(fwd, forwards[q], -1)  # a `Forward`; -1: append
-                forwarded[q] += 1
+                encode_into((offset, ip, minute, campaign, ad, not outcome), forwards[q], -1)
+                forwarded[q] += 1  # ^ a `Forward`, appended (-1) to its target's buffer
                 counts[outcome] += 1
         finally:
-            self.next_offset, self.max_event_time = nxt, max_t
+            if offset is not None:
+                self.next_offset = offset + 1
+            self.max_event_time = max_t
             self.corrections += corrections
             for key, (n, last) in tally.items():
                 self.windows.add(key, n, last)
