@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import time
+from typing import NamedTuple
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -35,6 +36,19 @@ from streaming.statelog import LocalDeltas, expired_before, recover
 from streaming.topics import StreamTopics
 
 log = logging.getLogger("clickagg.stream")
+
+
+class _Taken(NamedTuple):
+    """One partition's share of a checkpoint, taken (encoded) before it is written."""
+
+    tp: TP
+    forwards: dict[int, bytes]  # stage-2 partition -> encoded ForwardBatch
+    delta: bytes
+    content_bound: int
+    next_offset: int
+    local: LocalDeltas
+
+
 _OUTCOME = {o: o.name.lower() for o in Outcome}
 _decode = msgspec.json.Decoder(ClickEvent).decode  # = model.decode_click, minus one call
 
@@ -54,6 +68,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self.producer: AIOKafkaProducer | None = None
         self._since_checkpoint = 0
         self._stopping = False
+        self._writing: asyncio.Future | None = None  # the checkpoint being written, if any
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,6 +106,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self._stopping = True
         try:
             async with self.lock:
+                await self._settle()
                 await self._checkpoint(list(self.procs))
                 await self.publisher.publish_once()
         except Exception as exc:  # noqa: BLE001 - best effort: a replay covers the rest
@@ -106,6 +122,7 @@ class StreamRunner(ConsumerRebalanceListener):
     # --- rebalance ---------------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked) -> None:
         async with self.lock:
+            await self._settle()  # the partitions are still ours, should it rewind them
             mine = [tp for tp in revoked if tp in self.procs]
             try:
                 await self._checkpoint(mine)
@@ -203,7 +220,9 @@ class StreamRunner(ConsumerRebalanceListener):
                             self._flag(proc, msgs)
                     due = time.monotonic() - last_cp >= self.ss.checkpoint_interval_s
                     if due or self._since_checkpoint >= self.ss.checkpoint_max_events:
-                        await self._checkpoint_or_rewind()
+                        await self._settle()
+                        taken = self._take(list(self.procs))
+                        self._writing = asyncio.ensure_future(self._write(taken))
                         last_cp = time.monotonic()
         finally:
             publisher.cancel()
@@ -234,49 +253,67 @@ class StreamRunner(ConsumerRebalanceListener):
         if flagged:
             M.FRAUD.labels("ip_rate").inc(flagged)
 
-    async def _checkpoint_or_rewind(self) -> None:
-        """A failed checkpoint may have lost forwards or a delta half-way: rather than reason
-        about which, drop the in-memory state and rebuild from the last durable checkpoint, as
-        after a crash (the replay is deterministic, so nothing is lost or counted twice)."""
-        try:
-            await self._checkpoint(list(self.procs))
-        except Exception as exc:  # noqa: BLE001 - Kafka unavailable beyond producer retries
-            log.warning("checkpoint failed, rewinding to the last durable state: %r", exc)
-            await asyncio.sleep(1.0)
-            await self._load_until_ok(set(self.procs))
+    # --- checkpoints -------------------------------------------------------------------------
+    # A checkpoint is taken synchronously (what changed, as bytes) and written in the background
+    # while the next records are processed; the next one waits for it (`_settle`), so forwards
+    # and deltas reach Kafka in order. Written: forwards first (acked), then each partition's
+    # state delta, then offsets (telemetry only).
 
     async def _checkpoint(self, tps: list[TP]) -> None:
-        """Forwards first (acked), then each partition's state delta, then offsets (telemetry)."""
+        """Take a checkpoint of `tps` and wait until it is written."""
+        await self._write(self._take(tps))
+
+    def _take(self, tps: list[TP]) -> list[_Taken]:
+        taken = []
+        for tp in tps:
+            proc = self.procs[tp]
+            if not proc.has_progress:
+                continue
+            forwards = route_forwards(proc) if tp.topic == self.topics.source else {}
+            delta = proc.delta()
+            bound, nxt = proc.content_bound, proc.next_offset
+            taken.append(_Taken(tp, forwards, delta, bound, nxt, self.locals[tp]))
+        self._since_checkpoint = 0
+        M.UNCHECKPOINTED.set(0)
+        return taken
+
+    async def _write(self, taken: list[_Taken]) -> None:
         sends = []
-        tps = [tp for tp in tps if self.procs[tp].has_progress]
-        counters = [tp for tp in tps if tp.topic == self.topics.source]
-        for tp in counters:
-            for q, batch in route_forwards(self.procs[tp]).items():
+        for t in taken:
+            for q, batch in t.forwards.items():
                 sends.append(await self.producer.send(self.topics.forward, batch, partition=q))
         if sends:
             await asyncio.gather(*sends)
         writes = []
-        for tp in tps:
-            delta = self.procs[tp].delta()
-            if delta is not None:
-                fut = await self.producer.send(
-                    self.topics.changelog_of(tp).topic, delta, partition=tp.partition
-                )
-                writes.append((tp, delta, fut))
-        commits = {}
-        for tp, delta, fut in writes:
+        for t in taken:
+            changelog = self.topics.changelog_of(t.tp).topic
+            fut = await self.producer.send(changelog, t.delta, partition=t.tp.partition)
+            writes.append((t, fut))
+        for t, fut in writes:
             meta = await fut
-            self.locals[tp].put(meta.offset, delta, self.procs[tp].content_bound)
-            commits[tp] = self.procs[tp].next_offset
+            t.local.put(meta.offset, t.delta, t.content_bound)
             M.CHECKPOINTS.inc()
-        self._since_checkpoint = 0
-        M.UNCHECKPOINTED.set(0)
         self._prune_local()
-        if commits:
+        if taken:
             try:
-                await self.consumer.commit(commits)
+                await self.consumer.commit({t.tp: t.next_offset for t in taken})
             except Exception as exc:  # noqa: BLE001 - offsets here are telemetry only
                 log.debug("offset commit skipped: %r", exc)
+
+    async def _settle(self) -> None:
+        """Wait for the checkpoint being written. If it failed, forwards or a delta may be lost
+        half-way: rather than reason about which, drop the in-memory state and rebuild from the
+        last durable checkpoint, as after a crash (the replay is deterministic, so nothing is
+        lost or counted twice)."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        try:
+            await writing
+        except Exception as exc:  # noqa: BLE001 - Kafka unavailable beyond producer retries
+            log.warning("checkpoint failed, rewinding to the last durable state: %r", exc)
+            await asyncio.sleep(1.0)
+            await self._load_until_ok(set(self.procs))
 
     def _prune_local(self) -> None:
         """Once a minute: drop local deltas whose content expired (ids and windows alike)."""
