@@ -218,6 +218,9 @@ class StreamRunner(ConsumerRebalanceListener):
                             self._count(proc, msgs)
                         else:
                             self._flag(proc, msgs)
+                        # let I/O run between partitions: the fetcher's next requests and the
+                        # checkpoint being written (it needs a few round trips to Kafka)
+                        await asyncio.sleep(0)
                     due = time.monotonic() - last_cp >= self.ss.checkpoint_interval_s
                     if due or self._since_checkpoint >= self.ss.checkpoint_max_events:
                         await self._settle()
