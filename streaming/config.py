@@ -34,6 +34,9 @@ class StreamSettings(BaseSettings):
     publish_interval_s: float = Field(1.0, description="How often dirty counts go to ClickHouse")
     checkpoint_interval_s: float = Field(1.0, description="How often state deltas are saved")
     checkpoint_max_events: int = Field(50_000, description="Checkpoint early after this many")
+    checkpoint_timeout_s: float = Field(
+        30.0, description="A checkpoint write not acked by Kafka within this fails (-> rewind)"
+    )
     sink_backoff_max_s: float = Field(5.0, description="Longest wait between sink retries")
     fetch_max_records: int = Field(20_000, description="Records per consumer fetch")
     web_host: str = Field("127.0.0.1", description="Worker web server bind address")

@@ -37,6 +37,9 @@ SINK_ERRORS = Counter("clickagg_stream_sink_errors_total", "Failed ClickHouse in
 SINK_PENDING = Gauge("clickagg_stream_sink_pending_rows", "Rows waiting for the sink")
 ASSIGNED = Gauge("clickagg_stream_assigned_partitions", "Partitions this worker owns", ["topic"])
 CHECKPOINTS = Counter("clickagg_stream_checkpoints_total", "State deltas written")
+CHECKPOINT_FAILURES = Counter(
+    "clickagg_stream_checkpoint_failures_total", "Checkpoint writes that failed (each: a rewind)"
+)
 UNCHECKPOINTED = Gauge(
     "clickagg_stream_uncheckpointed_records", "Records a crash now would replay (since checkpoint)"
 )

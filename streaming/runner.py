@@ -81,6 +81,7 @@ class StreamRunner(ConsumerRebalanceListener):
             # (streaming/logic/framing.py), at a cheaper level than the producer would use
             max_request_size=16 * 1024 * 1024,
             linger_ms=5,
+            request_timeout_ms=int(self.ss.checkpoint_timeout_s * 1000),
         )
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
@@ -315,6 +316,7 @@ class StreamRunner(ConsumerRebalanceListener):
             await writing
         except Exception as exc:  # noqa: BLE001 - Kafka unavailable beyond producer retries
             log.warning("checkpoint failed, rewinding to the last durable state: %r", exc)
+            M.CHECKPOINT_FAILURES.inc()
             await asyncio.sleep(1.0)
             await self._load_until_ok(set(self.procs))
 

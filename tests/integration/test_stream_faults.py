@@ -166,3 +166,43 @@ def test_broker_restart_mid_stream(settings, kafka_topic, ch_database, tmp_path,
     finally:
         kafka("start")
         worker.stop()
+
+
+def test_checkpoint_write_fails_and_rewinds(settings, kafka_topic, ch_database, tmp_path, unique):
+    """Kafka stopped for longer than the checkpoint timeout while the worker holds unsaved
+    progress: the checkpoint being written fails, the worker rewinds to its last durable state
+    and, once Kafka is back, rebuilds it and replays. Totals stay exact."""
+    first = make_events(seed=61, n=4000, start_ms=now_ms() - 3_600_000)
+    second = make_events(seed=62, n=4000, start_ms=now_ms() - 3_000_000)
+    placed = Placed()
+    worker = Worker(
+        settings,
+        tmp_path / "w",
+        f"t{unique}",
+        CLICKAGG_STREAM_CHECKPOINT_INTERVAL_S="3",
+        CLICKAGG_STREAM_CHECKPOINT_TIMEOUT_S="2",
+    ).start()
+
+    def unsaved() -> float:
+        try:
+            return metric_value(worker.metrics(), "clickagg_stream_uncheckpointed_records")
+        except Exception:  # noqa: BLE001 - not up yet
+            return 0.0
+
+    def failures() -> float:
+        return metric_value(worker.metrics(), "clickagg_stream_checkpoint_failures_total")
+
+    try:
+        wait_until(lambda: owned(worker) > 0, 60, "worker assignment")
+        produce(settings, first, placed)
+        wait_until(lambda: unsaved() > 0, 60, "records processed, not yet checkpointed")
+        kafka("stop")
+        wait_until(lambda: failures() >= 1, 60, "a failed checkpoint write")
+        kafka("start")
+        produce(settings, second, placed)
+        wait_equal(settings, expected_billable(placed.by_partition()), 150, [worker])
+        assert worker.alive()
+        assert "rewinding to the last durable state" in worker.log_path.read_text()
+    finally:
+        kafka("start")
+        worker.stop()
