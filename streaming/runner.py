@@ -80,6 +80,9 @@ class StreamRunner(ConsumerRebalanceListener):
             # no producer compression: deltas and forward batches are zstd-framed already
             # (streaming/logic/framing.py), at a cheaper level than the producer would use
             max_request_size=16 * 1024 * 1024,
+            # a checkpoint sends several forward batches per partition at once; with the 16 KiB
+            # default each waited for the one before it to be sent, a loop turn each
+            max_batch_size=8 * 1024 * 1024,
             linger_ms=5,
             request_timeout_ms=int(self.ss.checkpoint_timeout_s * 1000),
         )
