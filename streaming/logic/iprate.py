@@ -88,7 +88,7 @@ class IpRateFlagger:
         self.fraud = AbsoluteCounts(sign=-1)
         self.next_offset: int | None = None
         self._base: int | None = None
-        self._changed_ips: set[IpKey] = set()
+        self._changed_ips: dict[IpKey, list] = {}  # changed since the last delta -> its state
 
     @property
     def watermark(self) -> int:
@@ -109,31 +109,39 @@ class IpRateFlagger:
         if self.next_offset is not None and offset < self.next_offset:
             return 0
         self.next_offset = offset + 1
-        src, wm, flagged_now = batch.src_partition, self.watermark, 0
+        src, flagged_now = batch.src_partition, 0
         last = self.src_offsets.get(src, -1)
+        # a minute below this is closed in every source (`policy.is_closed_by`, inlined: this
+        # loop runs once per click); stage 1 did not count its clicks either
+        closed_below = self.watermark - MINUTE_MS - self.policy.allowed_lateness_ms
+        ips, changed, threshold = self.ips, self._changed_ips, self.threshold
+        by_minute, bucket_minute, bucket = self._ips_by_minute, None, []
         for r in batch.records:
-            if r.src_offset <= last:
+            src_offset, minute = r.src_offset, r.minute
+            if src_offset <= last:
                 continue  # a stage-1 replay of a record already applied
-            last = r.src_offset
-            if self.policy.is_closed_by(r.minute, wm):
-                continue  # closed in every source: stage 1 did not count it either
-            key = (r.ip_hash, r.minute)
-            st = self.ips.get(key)
+            last = src_offset
+            if minute < closed_below:
+                continue
+            key = (r.ip_hash, minute)
+            st = ips.get(key)
             if st is None:
-                st = self.ips[key] = [0, False, []]
-                self._ips_by_minute.setdefault(r.minute, []).append(key)
-            self._changed_ips.add(key)
+                st = ips[key] = [0, False, []]
+                if minute != bucket_minute:
+                    bucket_minute, bucket = minute, by_minute.setdefault(minute, [])
+                bucket.append(key)
+            changed[key] = st
             st[N] += 1
             if r.counted:
                 if st[FLAGGED]:
-                    self.fraud.add((r.minute, r.campaign_id, r.ad_id), 1, offset)
+                    self.fraud.add((minute, r.campaign_id, r.ad_id), 1, offset)
                     flagged_now += 1
                 else:
                     st[COUNTED].append((r.campaign_id, r.ad_id))
-            if not st[FLAGGED] and st[N] > self.threshold:
+            if st[N] > threshold and not st[FLAGGED]:
                 st[FLAGGED] = True
                 for (c, a), k in sorted(Counter(st[COUNTED]).items()):
-                    self.fraud.add((r.minute, c, a), k, offset)
+                    self.fraud.add((minute, c, a), k, offset)
                     flagged_now += k
                 st[COUNTED] = []
         self.src_offsets[src] = last
@@ -149,6 +157,7 @@ class IpRateFlagger:
         for minute in [m for m in self._ips_by_minute if self.policy.is_closed_by(m, wm)]:
             for key in self._ips_by_minute.pop(minute):
                 self.ips.pop(key, None)
+                self._changed_ips.pop(key, None)
         self.fraud.drop(lambda start: self.policy.is_closed_by(start, wm))
 
     def rows(self) -> list[Row]:
@@ -177,11 +186,8 @@ class IpRateFlagger:
     def delta(self) -> bytes | None:
         if self.next_offset is None or self.next_offset == self._base:
             return None
-        ips = []
-        for key in self._changed_ips:
-            st = self.ips.get(key)
-            if st is not None:
-                ips.append((key[0], key[1], st[N], st[FLAGGED], st[COUNTED]))
+        changed = self._changed_ips.items()
+        ips = [(ip, m, st[N], st[FLAGGED], st[COUNTED]) for (ip, m), st in changed]
         delta = IpRateDelta(
             self._base,
             self.next_offset,
@@ -191,7 +197,7 @@ class IpRateFlagger:
             self.fraud.take_changed(),
             self.fraud.pending(),
         )
-        self._base, self._changed_ips = self.next_offset, set()
+        self._base, self._changed_ips = self.next_offset, {}
         return pack(batch_encoder.encode(delta))
 
     def apply(self, data: bytes) -> bool:
