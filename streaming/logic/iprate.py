@@ -111,9 +111,9 @@ class IpRateFlagger:
         self.next_offset = offset + 1
         src, flagged_now = batch.src_partition, 0
         last = self.src_offsets.get(src, -1)
-        # a minute below this is closed in every source (`policy.is_closed_by`, inlined: this
-        # loop runs once per click); stage 1 did not count its clicks either
-        closed_below = self.watermark - MINUTE_MS - self.policy.allowed_lateness_ms
+        # a minute below this is closed in every source (`policy.is_closed_by`, hoisted out of
+        # this loop, which runs once per click); stage 1 did not count its clicks either
+        closed_below = self.policy.first_open_window(self.watermark)
         ips, changed, threshold = self.ips, self._changed_ips, self.threshold
         by_minute, bucket_minute, bucket = self._ips_by_minute, None, []
         for r in batch.records:

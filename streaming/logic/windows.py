@@ -26,9 +26,14 @@ class LatenessPolicy:
             return NO_WATERMARK
         return max_event_time - self.out_of_orderness_ms
 
+    def first_open_window(self, watermark: int) -> int:
+        """Windows starting before this no longer take corrections (for per-click loops:
+        `start < first_open_window(wm)` is `is_too_late(start, wm)`)."""
+        return watermark - MINUTE_MS - self.allowed_lateness_ms
+
     def is_too_late(self, start: int, watermark: int) -> bool:
         """True once the window [start, start+1min) no longer takes corrections."""
-        return watermark > start + MINUTE_MS + self.allowed_lateness_ms
+        return start < self.first_open_window(watermark)
 
     def is_closed_by(self, start: int, watermark: int) -> bool:
         """Same as `is_too_late`: state of such a window can be dropped."""
