@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from clickagg_platform.loop_producer import LoopProducer
 from clickagg_platform.producer import AsyncProducer, producer_config
 from clickagg_platform.settings import Settings
 from clickagg_platform.spool import Spool, read_records
@@ -21,8 +21,8 @@ from clickagg_platform.spool import Spool, read_records
 log = logging.getLogger("clickagg.capture.durable")
 
 DRAIN_IDLE_S = 0.2
-TIMEOUT_RESOLUTION_S = 0.02
 DRAIN_BACKOFF_MAX_S = 5.0
+DRAIN_CHUNK = 2000
 
 
 class DurableSink:
@@ -31,7 +31,7 @@ class DurableSink:
         self.metrics = metrics
         self.timeout_s = settings.produce_timeout_ms / 1000
         self.kafka_healthy = True
-        self.producer: AsyncProducer | None = None
+        self.producer: LoopProducer | AsyncProducer | None = None
         self.spool: Spool | None = None
         self._queue: list[tuple[bytes, bytes, asyncio.Future]] = []
         self._writing = 0  # records handed to the spool writer, not yet fsynced
@@ -39,7 +39,6 @@ class DurableSink:
         self._wake_drain = asyncio.Event()
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="spool-io")
         self._tasks: list[asyncio.Task] = []
-        self._waits: deque[tuple[float, asyncio.Future]] = deque()
         self._stopping = False
 
     async def start(self) -> None:
@@ -47,10 +46,20 @@ class DurableSink:
         self.spool = await loop.run_in_executor(
             self._io, Spool, self.settings.spool_path, self.settings.spool_segment_bytes
         )
-        self.producer = AsyncProducer(
-            self.settings.clicks_topic,
-            producer_config(self.settings.bootstrap, self.settings.producer_linger_ms),
-        )
+        if self.settings.capture_producer == "loop":
+            self.producer = LoopProducer(
+                self.settings.bootstrap,
+                self.settings.clicks_topic,
+                linger_ms=self.settings.producer_linger_ms,
+                ack_timeout_s=self.timeout_s,
+            )
+            await self.producer.start()
+        else:
+            self.producer = AsyncProducer(
+                self.settings.clicks_topic,
+                producer_config(self.settings.bootstrap, self.settings.producer_linger_ms),
+                ack_timeout_s=self.timeout_s,
+            )
         self._depth = self.spool.depth
         self.metrics.spool_depth.set(self._depth)
         if self._depth:
@@ -59,7 +68,6 @@ class DurableSink:
         self._tasks = [
             asyncio.create_task(self._writer(), name="spool-writer"),
             asyncio.create_task(self._drainer(), name="spool-drainer"),
-            asyncio.create_task(self._expirer(), name="ack-timeouts"),
         ]
 
     async def stop(self) -> None:
@@ -94,15 +102,12 @@ class DurableSink:
             assert self.producer is not None
             try:
                 fut = self.producer.produce(key, value)
-            except BufferError:
-                err = "local queue full"
+            except BufferError as exc:  # queue full, or the producer is reconnecting
+                err = str(exc) or "local queue full"
             except Exception as exc:  # noqa: BLE001 - any producer error means: spool it
                 err = f"produce failed: {exc}"
             else:
-                # one shared sweeper expires waits in order (the timeout is constant, so
-                # deadlines are monotonic): far cheaper per click than a timer handle each
-                self._waits.append((start + self.timeout_s, fut))
-                err = await fut
+                err = await fut  # the producer resolves it within the ack timeout
                 if err is None:
                     self.metrics.kafka_latency.observe(time.monotonic() - start)
                     return "kafka"
@@ -110,16 +115,6 @@ class DurableSink:
         await self._append(key, value)
         self.metrics.spool_latency.observe(time.monotonic() - start)
         return "spooled"
-
-    async def _expirer(self) -> None:
-        waits = self._waits
-        while True:
-            await asyncio.sleep(TIMEOUT_RESOLUTION_S)
-            now = time.monotonic()
-            while waits and waits[0][0] <= now:
-                fut = waits.popleft()[1]
-                if not fut.done():
-                    fut.set_result("ack timeout")
 
     def _mark_unhealthy(self, err: str) -> None:
         if self.kafka_healthy:
@@ -195,10 +190,7 @@ class DurableSink:
 
     async def _probe(self) -> bool:
         assert self.producer is not None
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._io, self.producer.list_topics, 2.0)
-        except Exception:  # noqa: BLE001 - any failure means: still unhealthy
+        if not await self.producer.ready(2.0):
             await asyncio.sleep(0.5)
             return False
         return True
@@ -218,20 +210,23 @@ class DurableSink:
             segments = await loop.run_in_executor(self._io, spool.seal)
         for seg in segments:
             records = await loop.run_in_executor(self._io, lambda s=seg: list(read_records(s)))
-            futures = []
-            for key, value in records:
-                while True:
-                    try:
+            # in chunks: each chunk's acks are awaited before the next is sent, so a chunk
+            # fits in the producer's ack timeout whatever the segment's size
+            for i in range(0, len(records), DRAIN_CHUNK):
+                futures = []
+                try:
+                    for key, value in records[i : i + DRAIN_CHUNK]:
                         futures.append(producer.produce(key, value))
-                        break
-                    except BufferError:
-                        await asyncio.sleep(0.05)
-            # wait for every delivery report: librdkafka errors out after message.timeout.ms,
-            # so this is bounded, and a retry never re-sends a record that is still in flight.
-            errors = [e for e in await asyncio.gather(*futures) if e is not None]
-            if errors:
-                self._mark_unhealthy(errors[0])
-                return False
+                except BufferError as exc:  # the producer is reconnecting: retry later
+                    await asyncio.gather(*futures)
+                    self._mark_unhealthy(str(exc) or "local queue full")
+                    return False
+                errors = [e for e in await asyncio.gather(*futures) if e is not None]
+                if errors:
+                    # the segment is replayed whole later: records acked now are then sent
+                    # again, duplicates with the same event_id (the stream drops them)
+                    self._mark_unhealthy(errors[0])
+                    return False
             await loop.run_in_executor(self._io, spool.remove, seg)
             self._depth -= len(records)
             self.metrics.drained.inc(len(records))

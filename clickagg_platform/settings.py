@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,7 +60,13 @@ class Settings(BaseSettings):
     produce_timeout_ms: int = Field(
         1000, description="Bounded wait for a Kafka ack before a click is spooled instead"
     )
-    producer_linger_ms: int = Field(5, description="librdkafka linger.ms of the capture producer")
+    capture_producer: Literal["loop", "librdkafka"] = Field(
+        "loop",
+        description="Capture's Kafka client: loop (on the event loop, plaintext) or librdkafka",
+    )
+    producer_linger_ms: float = Field(
+        2.0, description="How long the capture producer gathers clicks into one request"
+    )
     spool_dir: Path | None = Field(None, description="Local fsync'd spool; default .local/spool")
     hash_salt: str = Field("local-dev-salt", description="Key of the hashes of client IPs/ids")
     trusted_proxies: str = Field(

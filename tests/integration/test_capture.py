@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import zlib
 
 import httpx
 import msgspec
@@ -42,7 +43,9 @@ def make_links(settings: Settings, n: int, seed: int, key_id: str = "k2"):
     return links
 
 
-def test_clicks_through_http_land_in_kafka_exactly(settings, kafka_topic, tmp_path):
+@pytest.mark.parametrize("client", ["loop", "librdkafka"])
+def test_clicks_through_http_land_in_kafka_exactly(settings, kafka_topic, tmp_path, client):
+    settings = settings.model_copy(update={"capture_producer": client})
     links = make_links(settings, 300, seed=7)
     rng = random.Random(8)
     # retries and double-clicks: a third of the links are clicked again
@@ -58,9 +61,12 @@ def test_clicks_through_http_land_in_kafka_exactly(settings, kafka_topic, tmp_pa
     records = read_topic(settings.bootstrap, kafka_topic, expected=len(sends))
     assert len(records) == len(sends)  # none lost, nothing extra (the bad token made no event)
     by_id: dict[str, list] = {}
-    for key, value, _, _ in records:
+    for key, value, partition, _ in records:
         event = msgspec.json.decode(value)
         assert key.decode() == event["event_id"]
+        # every client puts an id on the same partition (CRC-32 of the key): the stream's
+        # per-partition dedup depends on it
+        assert partition == zlib.crc32(key) % settings.clicks_partitions
         by_id.setdefault(event["event_id"], []).append(event)
     assert set(by_id) == {expected_event_id(link["impression_id"]) for link in links}
     for link in links:
