@@ -35,6 +35,7 @@ BATCH_BYTES = 512 * 1024  # send a partition's batch early past this (brokers ca
 BUILDER_LIMIT = 4 * 1024 * 1024  # aiokafka's own cap; ours above always comes first
 MAX_QUEUED = 200_000  # records queued or in flight; past this, produce() refuses (spool it)
 RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+METADATA_REFRESH_S = 60.0  # partition count and leaders re-read this often
 WATCH_INTERVAL_S = 0.02  # how often ack deadlines are checked (at most)
 
 
@@ -63,6 +64,8 @@ class _Connection(asyncio.Protocol):
             self.abort(f"bad response: {exc}")
             return
         for payload in frames:
+            if self.closed:  # a callback failed the producer: the rest is moot
+                return
             entry = self.pending.pop(wire.correlation_id(payload), None)
             if entry is None:
                 self.abort("response to no request")
@@ -134,6 +137,7 @@ class LoopProducer:
         linger_ms: float = 2.0,
         ack_timeout_s: float = 1.0,
         connect_timeout_s: float = 5.0,
+        metadata_refresh_s: float = METADATA_REFRESH_S,
         client_id: str = "clickagg-capture",
     ):
         self.bootstrap = [b.strip() for b in bootstrap.split(",") if b.strip()]
@@ -141,6 +145,7 @@ class LoopProducer:
         self.linger_s = linger_ms / 1000
         self.ack_timeout_s = ack_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.metadata_refresh_s = metadata_refresh_s
         self.client_id = client_id
         self.up = False
         self.down_reason = "not connected yet"
@@ -150,6 +155,7 @@ class LoopProducer:
         self._partitions = 0
         self._seq: list[int] = []
         self._pid, self._epoch = -1, -1
+        self._metadata_at = 0.0
         self._batches: dict[int, _Batch] = {}
         self._queued = 0  # records in batches or in flight
         self._timer: asyncio.TimerHandle | None = None
@@ -161,7 +167,7 @@ class LoopProducer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, wait_s: float = 5.0) -> None:
+    async def start(self, wait_s: float = 2.0) -> None:
         """Connect in the background; wait up to `wait_s` for the first connection (an
         unreachable cluster is not an error here: clicks spool until it answers)."""
         self._supervisor = self._loop.create_task(self._supervise(), name="kafka-producer")
@@ -314,9 +320,16 @@ class LoopProducer:
 
     async def _supervise(self) -> None:
         attempt = 0
+        refresh: asyncio.Task | None = None
         while True:
             if self.up:
-                self._expire(time.monotonic() - self.ack_timeout_s)
+                now = time.monotonic()
+                self._expire(now - self.ack_timeout_s)
+                if now - self._metadata_at > self.metadata_refresh_s and (
+                    refresh is None or refresh.done()
+                ):
+                    self._metadata_at = now
+                    refresh = self._loop.create_task(self._check_metadata())
                 await asyncio.sleep(self._watch_s)
                 continue
             try:
@@ -329,6 +342,29 @@ class LoopProducer:
             if attempt:
                 log.warning("kafka producer connected again (producer id %d)", self._pid)
             attempt = 0
+
+    async def _check_metadata(self) -> None:
+        """Reconnect if the topic's partition count or leaders changed (a partition added, a
+        leader moved without our requests noticing yet): the key -> partition map and the
+        connections must follow what every other client of the topic sees."""
+        conns = list(self._conns.values())
+        if not conns:
+            return
+        try:
+            meta = wire.parse_metadata(
+                await conns[0].call(
+                    wire.API_METADATA,
+                    wire.METADATA_VERSION,
+                    wire.metadata_request(self.topic),
+                    self.connect_timeout_s,
+                ),
+                self.topic,
+            )
+        except (TimeoutError, ConnectionError, wire.WireError):
+            return  # a dead connection is the watchdog's business
+        leaders = [meta.leaders.get(p, -1) for p in range(len(meta.leaders))]
+        if self.up and (meta.error or leaders != self._leaders):
+            self._fail("topic metadata changed: reconnecting")
 
     def _expire(self, cutoff: float) -> None:
         """Fail everything if a request or a batch is older than the ack timeout: the same
@@ -401,6 +437,7 @@ class LoopProducer:
         self._conns, self._leaders, self._partitions = conns, leaders, partitions
         self._seq = [0] * partitions
         self._pid, self._epoch = pid, epoch
+        self._metadata_at = time.monotonic()
         self.up = True
         self.down_reason = ""
         self._connected.set()

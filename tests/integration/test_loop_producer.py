@@ -123,3 +123,32 @@ def test_unreachable_cluster_at_start_is_not_fatal():
         assert await producer.close() == 0
 
     asyncio.run(run())
+
+
+def test_added_partitions_are_picked_up(settings, kafka_topic):
+    from confluent_kafka.admin import NewPartitions
+
+    async def run():
+        producer = LoopProducer(settings.bootstrap, kafka_topic, metadata_refresh_s=0.2)
+        await producer.start()
+        assert (await producer.produce(b"a", b"1")) is None
+        assert producer._partitions == settings.clicks_partitions
+        grown = settings.clicks_partitions + 2
+        admin = kafka_admin.admin(settings)  # kept alive until the request is answered
+        futures = admin.create_partitions([NewPartitions(kafka_topic, grown)])
+        await asyncio.to_thread(futures[kafka_topic].result, 30)
+        deadline = time.monotonic() + 30
+        while not (producer.up and producer._partitions == grown):
+            assert time.monotonic() < deadline, "the producer never saw the new partitions"
+            await asyncio.sleep(0.05)
+        key = next(k for k in (b"k%d" % i for i in range(1000)) if zlib.crc32(k) % grown >= 6)
+        assert (await producer.produce(key, b"2")) is None
+        await producer.close()
+        return key
+
+    key = asyncio.run(run())
+    records = read_topic(settings.bootstrap, kafka_topic, expected=2)
+    assert {(k, p) for k, _, p, _ in records} == {
+        (b"a", zlib.crc32(b"a") % settings.clicks_partitions),
+        (key, zlib.crc32(key) % (settings.clicks_partitions + 2)),
+    }
