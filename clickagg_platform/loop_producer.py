@@ -194,9 +194,11 @@ class LoopProducer:
         if self.up:
             self._flush()
         deadline = self._loop.time() + timeout
-        while self._queued and self.up and self._loop.time() < deadline:
+        while self._queued and self._loop.time() < deadline:
+            if not (self.up or any(c.pending for c in self._conns.values())):
+                break  # nothing that can still be acked
             await asyncio.sleep(0.01)
-            if self._batches and self._timer is None:
+            if self.up and self._batches and self._timer is None:
                 self._flush()
         left = self._queued
         if self._supervisor is not None:
@@ -261,39 +263,49 @@ class LoopProducer:
             conn.request(wire.API_PRODUCE, wire.PRODUCE_VERSION, body, on_response)
 
     def _on_produced(self, payload: bytes | None, sent: list[tuple[int, list]]) -> None:
+        request_error = None  # the request as a whole failed: no partition's fate is known
         errors: dict[int, int] = {}
-        failure = None
         if payload is None:
-            failure = self.down_reason or "request failed"
+            request_error = self.down_reason or "request failed"
         else:
             try:
                 errors = wire.parse_produce(payload)
             except wire.WireError as exc:
-                failure = f"bad produce response: {exc}"
+                request_error = f"bad produce response: {exc}"
+        failure = request_error
         for partition, futures in sent:
             self._queued -= len(futures)
-            code = errors.get(partition, -1) if failure is None else -1
-            if code in (wire.ERROR_NONE, wire.ERROR_DUPLICATE_SEQUENCE):
-                result = None
+            if request_error is not None:
+                result = request_error
             else:
-                result = failure or (
-                    "no answer for the partition" if code == -1 else wire.error_name(code)
-                )
-                failure = failure or f"partition {partition}: {result}"
+                code = errors.get(partition, -1)
+                if code in (wire.ERROR_NONE, wire.ERROR_DUPLICATE_SEQUENCE):
+                    result = None
+                else:
+                    result = "no answer for the partition" if code == -1 else wire.error_name(code)
+                    failure = failure or f"partition {partition}: {result}"
             for fut in futures:
                 if not fut.done():
                     fut.set_result(result)
-        if failure is not None:
+        if request_error is not None:
             if self.up:
-                self._fail(failure)
+                self._fail(request_error)
+        elif failure is not None:  # the broker answered, with an error: let the others settle
+            self._fail(failure, settle=True)
         elif self._held:
             self._flush()
 
     # -- failure and reconnection --------------------------------------------------------------
 
-    def _fail(self, reason: str, reconnect: bool = True) -> None:
-        """Fail every record not yet acked and drop the connections; the supervisor reconnects
-        with fresh metadata and a new producer id (so sequence numbers start over)."""
+    def _fail(self, reason: str, reconnect: bool = True, settle: bool = False) -> None:
+        """Fail every record not yet sent, and every one in flight unless `settle`; the
+        supervisor reconnects with fresh metadata and a new producer id (so sequence numbers
+        start over).
+
+        `settle` (the broker answered, with an error): requests already in flight keep their
+        connection until they are answered, so their records resolve by what the broker
+        actually did instead of spooling clicks that were in fact written (duplicates).
+        """
         if self.up:
             log.warning("kafka producer failed: %s; unacked clicks will be spooled", reason)
         self.up = False
@@ -308,9 +320,10 @@ class LoopProducer:
             for fut in batch.futures:
                 if not fut.done():
                     fut.set_result(reason)
-        conns, self._conns = self._conns, {}
-        for conn in conns.values():
-            conn.abort(reason)  # pending requests' callbacks fail their futures
+        if not settle:
+            conns, self._conns = self._conns, {}
+            for conn in conns.values():
+                conn.abort(reason)  # pending requests' callbacks fail their futures
         if not reconnect and self._supervisor is not None:
             self._supervisor.cancel()
 
@@ -332,6 +345,15 @@ class LoopProducer:
                     refresh = self._loop.create_task(self._check_metadata())
                 await asyncio.sleep(self._watch_s)
                 continue
+            if self._conns:  # settling: answers are still due on the old connections
+                if any(c.pending for c in self._conns.values()):
+                    self._expire(time.monotonic() - self.ack_timeout_s)
+                    await asyncio.sleep(self._watch_s)
+                    continue
+                conns, self._conns = self._conns, {}
+                for conn in conns.values():
+                    conn.closed = True
+                    conn.abort("reconnecting")
             try:
                 await self._connect()
             except (OSError, TimeoutError, ConnectionError, wire.WireError) as exc:
@@ -364,7 +386,7 @@ class LoopProducer:
             return  # a dead connection is the watchdog's business
         leaders = [meta.leaders.get(p, -1) for p in range(len(meta.leaders))]
         if self.up and (meta.error or leaders != self._leaders):
-            self._fail("topic metadata changed: reconnecting")
+            self._fail("topic metadata changed: reconnecting", settle=True)
 
     def _expire(self, cutoff: float) -> None:
         """Fail everything if a request or a batch is older than the ack timeout: the same

@@ -31,13 +31,22 @@ async def produce_until_acked(producer: LoopProducer, key: bytes, value: bytes) 
         assert time.monotonic() < deadline, producer.down_reason
 
 
+async def warm_up(producer: LoopProducer, partitions: int) -> None:
+    """One acked record on every partition (keys b"warm-up-<n>")."""
+    for p in range(partitions):
+        key = next(
+            k for k in (b"warm-up-%d" % i for i in range(10_000)) if zlib.crc32(k) % partitions == p
+        )
+        await produce_until_acked(producer, key, b"warm-up")
+
+
 def test_acked_records_land_once_on_librdkafkas_partition(settings, kafka_topic):
     keys = [f"event-{i:05d}".encode() for i in range(3000)]
 
     async def run():
         producer = LoopProducer(settings.bootstrap, kafka_topic, linger_ms=2, ack_timeout_s=10)
         await producer.start()
-        await produce_until_acked(producer, b"warm-up", b"warm-up")
+        await warm_up(producer, settings.clicks_partitions)
         futures = []
         for i, key in enumerate(keys):
             futures.append(producer.produce(key, b"value-%d" % i))
@@ -48,8 +57,8 @@ def test_acked_records_land_once_on_librdkafkas_partition(settings, kafka_topic)
         return results
 
     assert asyncio.run(run()) == [None] * len(keys)
-    records = read_topic(settings.bootstrap, kafka_topic, expected=len(keys) + 1)
-    records = [r for r in records if r[0] != b"warm-up"]
+    records = read_topic(settings.bootstrap, kafka_topic, expected=len(keys) + 6)
+    records = [r for r in records if not r[0].startswith(b"warm-up")]
     assert sorted((k, v) for k, v, _, _ in records) == sorted(
         (k, b"value-%d" % i) for i, k in enumerate(keys)
     )
@@ -162,3 +171,59 @@ def test_added_partitions_are_picked_up(settings, kafka_topic):
         (b"a", zlib.crc32(b"a") % settings.clicks_partitions),
         (key, zlib.crc32(key) % (settings.clicks_partitions + 2)),
     }
+
+
+def test_a_partition_error_loses_nothing_and_duplicates_nothing(settings):
+    from confluent_kafka.admin import NewTopic
+
+    topic = settings.clicks_topic + "_small"
+    admin = kafka_admin.admin(settings)
+    futures = admin.create_topics(
+        [NewTopic(topic, 6, 1, config={"max.message.bytes": "4096"})], operation_timeout=30
+    )
+    futures[topic].result(30)
+
+    async def run():
+        producer = LoopProducer(settings.bootstrap, topic, linger_ms=2, ack_timeout_s=10)
+        await producer.start()
+        await warm_up(producer, 6)
+        results = {}
+
+        def send(key, value):
+            try:
+                results[key] = producer.produce(key, value)
+            except BufferError as exc:  # refused once the error came back (the caller spools)
+                results[key] = str(exc)
+
+        for burst in range(5):
+            for i in range(300):
+                send(b"b%d-%d" % (burst, i), b"small")
+            if burst == 0:  # one record over the topic's limit: MESSAGE_TOO_LARGE for its batch
+                send(b"big", b"x" * 8000)
+            # send now, as the linger timer would: all five requests are on the wire before
+            # the loop reads the first answer, so four are in flight when the error comes back
+            producer._flush()
+        assert [len(c.pending) for c in producer._conns.values()] == [5]
+        for key, fut in results.items():
+            if isinstance(fut, asyncio.Future):
+                results[key] = await fut
+        await producer.close()
+        return results
+
+    try:
+        results = asyncio.run(run())
+        assert results[b"big"] == "MESSAGE_TOO_LARGE"
+        acked = {k for k, r in results.items() if r is None}
+        assert acked  # the other partitions of the same request were written
+        records = read_topic(settings.bootstrap, topic, expected=len(acked) + 6)
+        keys = [k for k, _, _, _ in records if not k.startswith(b"warm-up")]
+        # exactly the acked records, once each: a failed one was not written, and no request
+        # that was in flight when the error came back was failed (which would spool, and later
+        # duplicate, records the broker had in fact written)
+        assert sorted(keys) == sorted(acked), (
+            sorted(set(keys) - acked)[:5],
+            sorted(acked - set(keys))[:5],
+            {results[k] for k in set(keys) - acked},
+        )
+    finally:
+        admin.delete_topics([topic])
