@@ -1,10 +1,11 @@
 """bench-capture: durable click capture vs a bare ASGI 302 (the ceiling), same run, same machine.
 
-Each server runs pinned to core 0 (`taskset -c 0`, librdkafka's threads included); wrk runs on
+Each server runs pinned to core 0 (`taskset -c 0`, every thread of it included); wrk runs on
 core 1 with 256 connections over a list of distinct signed links. The Kafka broker is not pinned
-(it shares core 1 with wrk), which handicaps the capture run, not the ceiling. Rounds alternate
-bare/capture and the median round is reported. After each capture round the accepted clicks are
-checked against the topic's end offsets, so the rate counted is of durable clicks.
+(it shares core 1 with wrk), which handicaps the capture runs, not the ceiling. Rounds alternate
+bare / capture (the default loop producer) / capture with the librdkafka client (a same-run
+baseline) and the median round of each is reported. After each capture round the accepted clicks
+are checked against the topic's end offsets, so the rate counted is of durable clicks.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ def one_round(
         )
     else:
         env = settings_env(settings)
+        if kind == "librdkafka":  # the previous default client, same app: a same-run baseline
+            env.update(CLICKAGG_CAPTURE_PRODUCER="librdkafka", CLICKAGG_PRODUCER_LINGER_MS="5")
         proc = start_server(
             ["--factory", "clickagg_platform.capture:create_app"],
             env,
@@ -171,14 +174,15 @@ def one_round(
         )
     try:
         run_wrk(port, paths, 2, conns)  # warm-up
-        before = accepted(port) if kind == "capture" else (0, 0)
-        size_before = topic_size(settings) if kind == "capture" else 0
+        durable = kind != "bare"
+        before = accepted(port) if durable else (0, 0)
+        size_before = topic_size(settings) if durable else 0
         cpu_before = cpu_seconds(proc.pid)
         result = run_wrk(port, paths, seconds, conns)
         # server CPU per request: steadier than req/s on a shared VM (it does not move with how
         # much of the core the server got), and the ratio of the two is the work per click
         result["cpu_us"] = (cpu_seconds(proc.pid) - cpu_before) / result["total"] * 1e6
-        if kind == "capture":
+        if durable:
             kafka_n, spooled_n = accepted(port)
             result["kafka"], result["spooled"] = kafka_n - before[0], spooled_n - before[1]
             result["in_topic"] = topic_size(settings) - size_before
@@ -221,9 +225,9 @@ def main(
     paths = workdir / "paths.txt"
     with console.status(f"minting {links} signed links"):
         make_paths(settings, links, paths)
-    results: dict[str, list[dict]] = {"bare": [], "capture": []}
+    results: dict[str, list[dict]] = {"bare": [], "capture": [], "librdkafka": []}
     for r in range(rounds):
-        for kind in ("bare", "capture"):
+        for kind in results:
             with console.status(f"round {r + 1}/{rounds}: {kind} ({seconds}s)"):
                 results[kind].append(
                     one_round(kind, settings, paths, seconds, connections, workdir)
@@ -238,8 +242,8 @@ def main(
     def med(kind: str) -> dict:
         return sorted(results[kind], key=lambda x: x["rps"])[len(results[kind]) // 2]
 
-    bare, cap = med("bare"), med("capture")
-    lost = [x for x in results["capture"] if x["in_topic"] < x["kafka"]]
+    bare, cap, rdk = med("bare"), med("capture"), med("librdkafka")
+    lost = [x for x in results["capture"] + results["librdkafka"] if x["in_topic"] < x["kafka"]]
     table = Table(title=f"bench-capture: {connections} connections, server on 1 core")
     for col in (
         "server",
@@ -269,6 +273,15 @@ def main(
         f"{cap['rps'] / bare['rps']:.2f}",
         f"{cap['cpu_us']:.1f}",
     )
+    table.add_row(
+        "capture, librdkafka client (before)",
+        f"{rdk['rps']:,.0f}",
+        f"{rdk['p50']:.1f}",
+        f"{rdk['p99']:.1f}",
+        str(rdk["non3xx"]),
+        f"{rdk['rps'] / bare['rps']:.2f}",
+        f"{rdk['cpu_us']:.1f}",
+    )
     console.print(table)
     console.print(
         f"capture median round: {cap['kafka']:,} acked by Kafka, {cap['spooled']:,} "
@@ -277,7 +290,7 @@ def main(
     if lost:
         console.print("[red]a round has fewer records in the topic than Kafka acks[/red]")
     if record:
-        write_doc(bare, cap, results, connections, seconds, rounds)
+        write_doc(bare, cap, rdk, results, connections, seconds, rounds)
 
 
 def _row(name: str, r: dict, ceiling: dict) -> str:
@@ -289,7 +302,7 @@ def _row(name: str, r: dict, ceiling: dict) -> str:
     )
 
 
-def write_doc(bare, cap, results, connections, seconds, rounds) -> None:
+def write_doc(bare, cap, rdk, results, connections, seconds, rounds) -> None:
     doc = ROOT / "docs" / "benchmarks.md"
     text = (
         doc.read_text()
@@ -298,6 +311,7 @@ def write_doc(bare, cap, results, connections, seconds, rounds) -> None:
         "the `make bench-*` targets on the machine named in each section.\n"
     )
     all_rounds = ", ".join(f"{x['rps']:,.0f}" for x in results["capture"])
+    all_rdk = ", ".join(f"{x['rps']:,.0f}" for x in results["librdkafka"])
     all_bare = ", ".join(f"{x['rps']:,.0f}" for x in results["bare"])
     section = f"""## bench-capture
 
@@ -310,9 +324,15 @@ core 0 with `taskset`; the Kafka broker unpinned). Run {datetime.now(UTC):%Y-%m-
 |---|---:|---:|---:|---:|---:|---:|
 {_row("bare ASGI fixed 302 (ceiling)", bare, bare)}
 {_row("capture, durable (Kafka ack or spool fsync)", cap, bare)}
+{_row("same app with the librdkafka client (the default before session 5)", rdk, bare)}
 
-All rounds (clicks/s): ceiling {all_bare}; capture {all_rounds}. Server CPU per click is the
-server process's user + system time (all threads, librdkafka's included) over the measured
+All rounds (clicks/s): ceiling {all_bare}; capture {all_rounds}; librdkafka client {all_rdk}.
+The capture row is the default, the Kafka producer on the event loop; the librdkafka row runs
+the same app with `CLICKAGG_CAPTURE_PRODUCER=librdkafka` (linger 5 ms, its former setting), in
+the same rounds: capture / librdkafka = {cap["rps"] / rdk["rps"]:.2f} in clicks/s and
+{rdk["cpu_us"] / cap["cpu_us"]:.2f} in CPU per click (docs/capture.md, "The loop producer").
+Server CPU per click is the server process's user + system time (all threads, librdkafka's
+included) over the measured
 round divided by the requests answered; "CPU ratio" = ceiling's / this one's, the same ratio
 counted in work instead of wall-clock rate. In the median capture round
 {cap["kafka"]:,} clicks were acked by Kafka and {cap["spooled"]:,} spooled; the topic grew by
