@@ -62,6 +62,12 @@ class CaptureMetrics:
         self.kafka_healthy = Gauge(
             "clickagg_capture_kafka_healthy", "1 if clicks go straight to Kafka", registry=r
         )
+        self.producer_failures = Counter(
+            "clickagg_capture_producer_failures",
+            "Times the loop producer failed and reconnected (clicks it had not sent, or all in "
+            "flight if the connection was lost, were spooled)",
+            registry=r,
+        )
         self._outcome = {o: self.requests.labels(o) for o in OUTCOMES}
         self.kafka_latency = self.produce_latency.labels("kafka")
         self.spool_latency = self.produce_latency.labels("spool")

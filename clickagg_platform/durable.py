@@ -52,6 +52,7 @@ class DurableSink:
                 self.settings.clicks_topic,
                 linger_ms=self.settings.producer_linger_ms,
                 ack_timeout_s=self.timeout_s,
+                on_failure=lambda _reason: self.metrics.producer_failures.inc(),
             )
             await self.producer.start()
         else:

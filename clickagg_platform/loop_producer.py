@@ -139,6 +139,7 @@ class LoopProducer:
         connect_timeout_s: float = 5.0,
         metadata_refresh_s: float = METADATA_REFRESH_S,
         client_id: str = "clickagg-capture",
+        on_failure: Callable[[str], None] | None = None,
     ):
         self.bootstrap = [b.strip() for b in bootstrap.split(",") if b.strip()]
         self.topic = topic
@@ -146,6 +147,7 @@ class LoopProducer:
         self.ack_timeout_s = ack_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.metadata_refresh_s = metadata_refresh_s
+        self.on_failure = on_failure  # called with the reason each time the producer fails
         self.client_id = client_id
         self.up = False
         self.down_reason = "not connected yet"
@@ -308,6 +310,8 @@ class LoopProducer:
         """
         if self.up:
             log.warning("kafka producer failed: %s; unacked clicks will be spooled", reason)
+            if self.on_failure is not None:
+                self.on_failure(reason)
         self.up = False
         self.down_reason = reason
         self._connected.clear()

@@ -87,6 +87,7 @@ def test_kafka_outage_and_capture_crash_lose_no_click(settings, tmp_path):
             statuses.update(load.statuses)
             wait_until(lambda: _metric(base, "clickagg_capture_spool_depth") > 0, 30, "spooling")
             assert _metric(base, "clickagg_capture_kafka_healthy") == 0
+            assert _metric(base, "clickagg_capture_producer_failures_total") >= 1
             proc.send_signal(signal.SIGKILL)  # crash with clicks only in the spool
             proc.wait(timeout=10)
         with capture_server(s, tmp_path / "capture2.log") as (base, _):

@@ -103,8 +103,16 @@ def test_broker_outage_fails_in_time_and_producer_returns(settings, tmp_path):
             await produce_until_acked(producer, b"k1", b"after thaw")
             return producer
 
+        failures = []
+
         async def killed_broker():
-            producer = LoopProducer(bootstrap, s.clicks_topic, linger_ms=2, ack_timeout_s=1.0)
+            producer = LoopProducer(
+                bootstrap,
+                s.clicks_topic,
+                linger_ms=2,
+                ack_timeout_s=1.0,
+                on_failure=failures.append,
+            )
             await producer.start()
             await produce_until_acked(producer, b"k2", b"before kill")
             await asyncio.to_thread(kafka, "kill")
