@@ -4,6 +4,7 @@ see each other's data."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -26,6 +27,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if last:
             return last
         time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
+
+
+async def async_wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval=0.05
+):
+    """`wait_until` for code running on an event loop: polls without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
 
 

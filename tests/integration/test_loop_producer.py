@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 
 from clickagg_platform import kafka_admin
 from clickagg_platform.loop_producer import LoopProducer
+from tests.conftest import async_wait_until
 from tests.helpers import private_kafka, read_topic
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,8 @@ def test_acked_records_land_once_on_librdkafkas_partition(settings, kafka_topic)
         futures = []
         for i, key in enumerate(keys):
             futures.append(producer.produce(key, b"value-%d" % i))
-            if i % 500 == 0:
-                await asyncio.sleep(0)  # spread over several requests
+            if i % 500 == 499:
+                producer._flush()  # as the linger timer would: several requests
         results = await asyncio.gather(*futures)
         assert await producer.close() == 0
         return results
@@ -116,10 +117,7 @@ def test_broker_outage_fails_in_time_and_producer_returns(settings, tmp_path):
             await producer.start()
             await produce_until_acked(producer, b"k2", b"before kill")
             await asyncio.to_thread(kafka, "kill")
-            waited_from = time.monotonic()
-            while producer.up and time.monotonic() - waited_from < 10:
-                await asyncio.sleep(0.05)
-            assert not producer.up
+            await async_wait_until(lambda: not producer.up, 10, "the dead broker to be noticed")
             assert (
                 "connection lost" in producer.down_reason or "unreachable" in producer.down_reason
             )
@@ -163,10 +161,9 @@ def test_added_partitions_are_picked_up(settings, kafka_topic):
         admin = kafka_admin.admin(settings)  # kept alive until the request is answered
         futures = admin.create_partitions([NewPartitions(kafka_topic, grown)])
         await asyncio.to_thread(futures[kafka_topic].result, 30)
-        deadline = time.monotonic() + 30
-        while not (producer.up and producer._partitions == grown):
-            assert time.monotonic() < deadline, "the producer never saw the new partitions"
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: producer.up and producer._partitions == grown, 30, "the new partitions"
+        )
         key = next(k for k in (b"k%d" % i for i in range(1000)) if zlib.crc32(k) % grown >= 6)
         await produce_until_acked(producer, key, b"2")
         await producer.close()
@@ -251,10 +248,7 @@ def test_a_large_spool_drains_in_chunks_through_the_loop_producer(settings, kafk
         sink = DurableSink(settings, CaptureMetrics())
         await sink.start()
         try:
-            deadline = time.monotonic() + 60
-            while sink.spool_depth:
-                assert time.monotonic() < deadline, f"{sink.spool_depth} clicks still spooled"
-                await asyncio.sleep(0.05)
+            await async_wait_until(lambda: sink.spool_depth == 0, 60, "the spool to drain")
             assert sink.kafka_healthy
         finally:
             await sink.stop()
