@@ -10,11 +10,13 @@ broker per linger interval carrying every partition's batch, and reads the respo
 loop's own I/O callbacks.
 
 Guarantees are those of an idempotent producer (producer id + per-partition sequence numbers,
-acks=all, at most 5 requests in flight per connection), with one simplification: on any error
-(a partition error, a lost connection, a request without an answer) every click not yet acked
-is failed at once, so the capture service spools it, and the producer starts over with fresh
-metadata and a new producer id. A batch that was in fact written before the failure is re-sent
-later from the spool: a duplicate with the same `event_id`, which the stream and the batch drop.
+acks=all, at most 5 requests in flight per connection), with one simplification: nothing is
+retried here. On an error the producer fails what it has not sent (the capture service spools
+it) and starts over with fresh metadata and a new producer id. A partition error fails only that
+partition's records; requests in flight are left to settle by the broker's answers. A lost
+connection or an ack timeout fails everything in flight: a batch that was in fact written is
+re-sent later from the spool, a duplicate with the same `event_id` that the stream and the batch
+drop.
 """
 
 from __future__ import annotations
@@ -102,15 +104,16 @@ class _Connection(asyncio.Protocol):
             return sent_at
         return None
 
-    def abort(self, reason: str) -> None:
-        """Close now; every request still pending learns it failed (callback(None))."""
+    def abort(self, reason: str, notify: bool = True) -> None:
+        """Close now; every request still pending learns it failed (callback(None)). The owner
+        hears of it (`on_lost`) unless it closes the connection itself (`notify=False`)."""
         was_closed, self.closed = self.closed, True
         if self.transport is not None:
             self.transport.abort()
         pending, self.pending = self.pending, {}
         for _, callback in pending.values():
             callback(None)
-        if not was_closed:
+        if notify and not was_closed:
             self.on_lost(self, reason)
 
 
@@ -127,7 +130,7 @@ class _Batch:
 class LoopProducer:
     """`produce(key, value)` returns a future: None once the broker acked the record, or an
     error string, always within `ack_timeout_s` (a record not acked by then fails, and with it
-    every record not yet acked: see the module doc). Raises BufferError while the producer is
+    every record in flight: see the module doc). Raises BufferError while the producer is
     (re)connecting or its queue is full: the caller spools the click instead."""
 
     def __init__(
@@ -356,8 +359,7 @@ class LoopProducer:
                     continue
                 conns, self._conns = self._conns, {}
                 for conn in conns.values():
-                    conn.closed = True
-                    conn.abort("reconnecting")
+                    conn.abort("reconnecting", notify=False)
             try:
                 await self._connect()
             except (OSError, TimeoutError, ConnectionError, wire.WireError) as exc:
@@ -377,18 +379,9 @@ class LoopProducer:
         if not conns:
             return
         try:
-            meta = wire.parse_metadata(
-                await conns[0].call(
-                    wire.API_METADATA,
-                    wire.METADATA_VERSION,
-                    wire.metadata_request(self.topic),
-                    self.connect_timeout_s,
-                ),
-                self.topic,
-            )
+            meta, leaders = await self._metadata(conns[0])
         except (TimeoutError, ConnectionError, wire.WireError):
             return  # a dead connection is the watchdog's business
-        leaders = [meta.leaders.get(p, -1) for p in range(len(meta.leaders))]
         if self.up and (meta.error or leaders != self._leaders):
             self._fail("topic metadata changed: reconnecting", settle=True)
 
@@ -401,6 +394,17 @@ class LoopProducer:
         if oldest is not None and oldest < cutoff:
             self._fail(f"no ack within {self.ack_timeout_s:g}s")
 
+    async def _metadata(self, conn: _Connection) -> tuple[wire.TopicMetadata, list[int]]:
+        """The topic's metadata, and its leaders as a list indexed by partition (-1: none)."""
+        payload = await conn.call(
+            wire.API_METADATA,
+            wire.METADATA_VERSION,
+            wire.metadata_request(self.topic),
+            self.connect_timeout_s,
+        )
+        meta = wire.parse_metadata(payload, self.topic)
+        return meta, [meta.leaders.get(p, -1) for p in range(len(meta.leaders))]
+
     async def _open(self, host: str, port: int) -> _Connection:
         _, conn = await asyncio.wait_for(
             self._loop.create_connection(
@@ -411,7 +415,6 @@ class LoopProducer:
         return conn
 
     async def _connect(self) -> None:
-        timeout = self.connect_timeout_s
         errors = []
         for address in self.bootstrap:
             host, _, port = address.rpartition(":")
@@ -424,19 +427,10 @@ class LoopProducer:
             raise ConnectionError("; ".join(errors) or "no bootstrap server")
         conns: dict[int, _Connection] = {}
         try:
-            meta = wire.parse_metadata(
-                await boot.call(
-                    wire.API_METADATA,
-                    wire.METADATA_VERSION,
-                    wire.metadata_request(self.topic),
-                    timeout,
-                ),
-                self.topic,
-            )
-            if meta.error or not meta.leaders:
+            meta, leaders = await self._metadata(boot)
+            if meta.error or not leaders:
                 raise ConnectionError(f"topic {self.topic!r}: {wire.error_name(meta.error)}")
-            partitions = len(meta.leaders)
-            leaders = [meta.leaders.get(p, -1) for p in range(partitions)]
+            partitions = len(leaders)
             if min(leaders) < 0:
                 raise ConnectionError(f"topic {self.topic!r}: a partition has no leader")
             error, pid, epoch = wire.parse_init_producer_id(
@@ -444,7 +438,7 @@ class LoopProducer:
                     wire.API_INIT_PRODUCER_ID,
                     wire.INIT_PRODUCER_ID_VERSION,
                     wire.init_producer_id_request(),
-                    timeout,
+                    self.connect_timeout_s,
                 )
             )
             if error:
@@ -454,12 +448,10 @@ class LoopProducer:
                 conns[node] = await self._open(host, port)
         except BaseException:
             for conn in conns.values():
-                conn.closed = True
-                conn.abort("connect failed")
+                conn.abort("connect failed", notify=False)
             raise
         finally:
-            boot.closed = True
-            boot.abort("bootstrap done")
+            boot.abort("bootstrap done", notify=False)
         self._conns, self._leaders, self._partitions = conns, leaders, partitions
         self._seq = [0] * partitions
         self._pid, self._epoch = pid, epoch

@@ -81,14 +81,10 @@ class AsyncProducer:
         self._waits.append((time.monotonic() + self.ack_timeout_s, fut))
         return fut
 
-    def list_topics(self, timeout: float = 2.0):
-        """Metadata of our topic; raises KafkaException when the cluster does not answer."""
-        return self._producer.list_topics(self.topic, timeout=timeout)
-
     async def ready(self, timeout: float = 2.0) -> bool:
-        """True when the cluster answers a metadata request within `timeout`."""
+        """True when the cluster answers a metadata request for our topic within `timeout`."""
         try:
-            await asyncio.to_thread(self.list_topics, timeout)
+            await asyncio.to_thread(self._producer.list_topics, self.topic, timeout=timeout)
         except Exception:  # noqa: BLE001 - any failure means: not ready
             return False
         return True
