@@ -42,6 +42,12 @@ class StreamSettings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Worker web server bind address")
     web_port: int = Field(16066, description="Worker web server port (/metrics)")
     state_dir: Path | None = Field(None, description="Local state; default <local_dir>/stream")
+    state_block_cache_mb: int = Field(
+        64, description="RocksDB block cache per stage-1 partition (bloom filters + hot blocks)"
+    )
+    state_write_buffer_mb: int = Field(
+        8, description="RocksDB write buffer per stage-1 partition (x3 at most in memory)"
+    )
     # raw archive
     archive_web_port: int = Field(16067, description="Archiver web server port (/metrics)")
     archive_block_offsets: int = Field(

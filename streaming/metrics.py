@@ -43,6 +43,18 @@ CHECKPOINT_FAILURES = Counter(
 UNCHECKPOINTED = Gauge(
     "clickagg_stream_uncheckpointed_records", "Records a crash now would replay (since checkpoint)"
 )
+STATE_IDS = Gauge(
+    "clickagg_stream_state_ids", "Dedup ids held in the local store (flushed)", ["partition"]
+)
+STATE_DISK_BYTES = Gauge(
+    "clickagg_stream_state_disk_bytes", "Local store SST bytes (ids + expiry index)", ["partition"]
+)
+RECOVERY_SECONDS = Gauge(
+    "clickagg_stream_recovery_seconds", "Duration of the last state recovery of an assignment"
+)
+RECOVERY_DELTAS = Counter(
+    "clickagg_stream_recovery_deltas_total", "Changelog records applied while recovering state"
+)
 ARCHIVE_LAG = Gauge(
     "clickagg_archive_lag", "Archiver: high watermark minus archived offset", ["partition"]
 )

@@ -26,13 +26,14 @@ from clickagg_platform.settings import Settings
 from streaming import metrics as M
 from streaming.config import StreamSettings
 from streaming.logic.counter import ClickCounter, Outcome
+from streaming.logic.idstore import IdStore, StoreTuning
 from streaming.logic.iprate import IpRateFlagger, decode_batch
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import NO_WATERMARK, LatenessPolicy
 from streaming.publisher import Publisher
 from streaming.seeks import Seeks
 from streaming.sink import ClickHouseSink
-from streaming.statelog import LocalDeltas, expired_before, recover
+from streaming.statelog import LocalDeltas, expired_before, recover, recover_counters
 from streaming.topics import StreamTopics
 
 log = logging.getLogger("clickagg.stream")
@@ -46,11 +47,17 @@ class _Taken(NamedTuple):
     delta: bytes
     content_bound: int
     next_offset: int
-    local: LocalDeltas
+    proc: ClickCounter | IpRateFlagger
+    local: LocalDeltas | None  # stage 2's local deltas (stage 1's store is the counter's)
 
 
 _OUTCOME = {o: o.name.lower() for o in Outcome}
 _decode = msgspec.json.Decoder(ClickEvent).decode  # = model.decode_click, minus one call
+
+
+def _confirm_all(counters: list[tuple[ClickCounter, int]]) -> None:
+    for counter, changelog_offset in counters:
+        counter.confirm(changelog_offset)
 
 
 class StreamRunner(ConsumerRebalanceListener):
@@ -59,7 +66,11 @@ class StreamRunner(ConsumerRebalanceListener):
         self.topics = StreamTopics(settings, ss)
         self.policy = LatenessPolicy(ss.out_of_orderness_ms, ss.allowed_lateness_ms)
         self.procs: dict[TP, ClickCounter | IpRateFlagger] = {}
-        self.locals: dict[TP, LocalDeltas] = {}
+        self.locals: dict[TP, LocalDeltas] = {}  # stage 2 only
+        self.tuning = StoreTuning(
+            block_cache_bytes=ss.state_block_cache_mb << 20,
+            write_buffer_bytes=ss.state_write_buffer_mb << 20,
+        )
         self.sink = ClickHouseSink(settings)
         self.publisher = Publisher(self.procs, self.topics.source, self.sink, ss)
         self.lock = asyncio.Lock()
@@ -119,8 +130,8 @@ class StreamRunner(ConsumerRebalanceListener):
             await self.consumer.stop()
         if self.producer:
             await self.producer.stop()
-        for local in self.locals.values():
-            local.close()
+        for tp in list(self.procs):
+            self._close_state(tp)
         self.sink.close()
 
     # --- rebalance ---------------------------------------------------------------------------
@@ -135,8 +146,7 @@ class StreamRunner(ConsumerRebalanceListener):
             for tp in revoked:
                 self.seeks.invalidate(tp)
             for tp in mine:
-                self.procs.pop(tp)
-                self.locals.pop(tp).close()
+                self._close_state(tp)
             self._count_assigned()
             log.info("revoked %s", sorted((t.topic, t.partition) for t in mine))
 
@@ -155,18 +165,48 @@ class StreamRunner(ConsumerRebalanceListener):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    def _close_state(self, tp: TP) -> None:
+        proc = self.procs.pop(tp, None)
+        if isinstance(proc, ClickCounter):
+            proc.ids.close()
+        local = self.locals.pop(tp, None)
+        if local is not None:
+            local.close()
+
     async def _load(self, tps: set[TP]) -> None:
-        """(Re)build partitions from their changelog and resume each at its state's end."""
-        targets = {}
+        """(Re)build partitions from their local state and changelog, resume each at its
+        state's end. The CPU work runs in threads, a slice at a time (statelog.py), so the
+        consumer keeps heartbeating while a large state is restored."""
+        counters, iprates = {}, {}
         for tp in tps:
-            if tp in self.locals:
-                self.locals.pop(tp).close()
-            proc = self._new_processor(tp)
-            local = LocalDeltas(self.topics.local_path(tp))
-            targets[self.topics.changelog_of(tp)] = (proc, local)
-            self.procs[tp], self.locals[tp] = proc, local
+            self._close_state(tp)
+            changelog = self.topics.changelog_of(tp)
+            if tp.topic == self.topics.source:
+                counters[changelog] = await asyncio.to_thread(self._open_counter, tp)
+            else:
+                local = LocalDeltas(self.topics.local_path(tp))
+                iprates[changelog] = (self._new_iprate(tp), local)
+                self.locals[tp] = local
         t0 = time.monotonic()
-        applied = await recover(self.s.bootstrap, targets)
+        by_changelog = {self.topics.changelog_of(tp): tp for tp in tps}
+
+        def reset(changelog: TP) -> ClickCounter:
+            counters[changelog].ids.destroy()
+            return self._open_counter(by_changelog[changelog])
+
+        try:
+            applied = await recover_counters(self.s.bootstrap, counters, reset, self._progress)
+            applied.update(await recover(self.s.bootstrap, iprates))
+        except BaseException:  # release the stores: the retry opens them again
+            for counter in counters.values():
+                counter.ids.close()
+            for tp in tps:
+                self._close_state(tp)
+            raise
+        for changelog, counter in counters.items():
+            self.procs[by_changelog[changelog]] = counter
+        for changelog, (flagger, _local) in iprates.items():
+            self.procs[by_changelog[changelog]] = flagger
         gc.freeze()  # recovered state is long-lived: out of the collector's scans (hosting.py)
         self._count_assigned()
         for tp in tps:
@@ -176,26 +216,39 @@ class StreamRunner(ConsumerRebalanceListener):
             if nxt is None:
                 nxt = (await self.consumer.beginning_offsets([tp]))[tp]
             self.seeks.seek(self.consumer, tp, nxt)
+        took = time.monotonic() - t0
+        M.RECOVERY_SECONDS.set(took)
+        M.RECOVERY_DELTAS.inc(sum(applied.values()))
+        self._state_metrics()
         log.info(
             "assigned %s: %d deltas applied in %.2fs",
             sorted((t.topic, t.partition) for t in tps),
             sum(applied.values()),
-            time.monotonic() - t0,
+            took,
+        )
+
+    def _progress(self, changelog: TP, position: int, end: int) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_progress_at", 0.0) >= 5:
+            self._progress_at = now
+            log.info("recovering %s: changelog offset %d of %d", changelog, position, end)
+
+    def _open_counter(self, tp: TP) -> ClickCounter:
+        store = IdStore(self.topics.local_path(tp), self.ss.horizon_ms, self.tuning)
+        return ClickCounter(
+            tp.partition,
+            self.policy,
+            self.ss.horizon_ms,
+            is_bot_user_agent,
+            targets=self.topics.partitions,
+            store=store,
         )
 
     def _count_assigned(self) -> None:
         for topic in (self.topics.source, self.topics.forward):
             M.ASSIGNED.labels(topic).set(sum(1 for tp in self.procs if tp.topic == topic))
 
-    def _new_processor(self, tp: TP):
-        if tp.topic == self.topics.source:
-            return ClickCounter(
-                tp.partition,
-                self.policy,
-                self.ss.horizon_ms,
-                is_bot_user_agent,
-                targets=self.topics.partitions,
-            )
+    def _new_iprate(self, tp: TP) -> IpRateFlagger:
         return IpRateFlagger(
             tp.partition, self.policy, self.ss.ip_rate_threshold, self.topics.partitions
         )
@@ -279,7 +332,7 @@ class StreamRunner(ConsumerRebalanceListener):
             forwards = route_forwards(proc) if tp.topic == self.topics.source else {}
             delta = proc.delta()
             bound, nxt = proc.content_bound, proc.next_offset
-            taken.append(_Taken(tp, forwards, delta, bound, nxt, self.locals[tp]))
+            taken.append(_Taken(tp, forwards, delta, bound, nxt, proc, self.locals.get(tp)))
         self._since_checkpoint = 0
         M.UNCHECKPOINTED.set(0)
         return taken
@@ -296,10 +349,14 @@ class StreamRunner(ConsumerRebalanceListener):
             changelog = self.topics.changelog_of(t.tp).topic
             fut = await self.producer.send(changelog, t.delta, partition=t.tp.partition)
             writes.append((t, fut))
-        for t, fut in writes:
-            meta = await fut
-            t.local.put(meta.offset, t.delta, t.content_bound)
+        acked = [(t, await fut) for t, fut in writes]
+        for t, meta in acked:
+            if t.local is not None:
+                t.local.put(meta.offset, t.delta, t.content_bound)
             M.CHECKPOINTS.inc()
+        counters = [(t.proc, meta.offset) for t, meta in acked if t.local is None]
+        if counters:  # durable now: flush their ids to the local stores (RocksDB, off the loop)
+            await asyncio.to_thread(_confirm_all, counters)
         self._prune_local()
         if taken:
             try:
@@ -324,17 +381,25 @@ class StreamRunner(ConsumerRebalanceListener):
             await self._load_until_ok(set(self.procs))
 
     def _prune_local(self) -> None:
-        """Once a minute: drop local deltas whose content expired (ids and windows alike)."""
+        """Once a minute: drop stage 2's local deltas whose content expired; state gauges."""
         now = time.monotonic()
         if now - getattr(self, "_pruned_at", 0.0) < 60:
             return
         self._pruned_at = now
+        self._state_metrics()
         for tp, proc in self.procs.items():
-            if proc.watermark != NO_WATERMARK:
+            if tp in self.locals and proc.watermark != NO_WATERMARK:
                 cut = expired_before(
                     proc.watermark, self.ss.horizon_ms, self.ss.allowed_lateness_ms
                 )
                 self.locals[tp].prune(cut)
+
+    def _state_metrics(self) -> None:
+        for tp, proc in self.procs.items():
+            if isinstance(proc, ClickCounter):
+                stats = proc.ids.stats()
+                M.STATE_IDS.labels(tp.partition).set(stats["live_ids"])
+                M.STATE_DISK_BYTES.labels(tp.partition).set(stats["sst_bytes"])
 
     async def command(self, cmd: dict) -> dict:
         if cmd.get("cmd") == "republish":

@@ -1,18 +1,29 @@
-"""Durable state: a delta changelog in Kafka, mirrored in a local RocksDB (rocksdict).
+"""Durable state: a delta changelog in Kafka, materialized in a local RocksDB (rocksdict).
 
 One checkpoint of one partition is ONE Kafka record (the state delta between two source
 offsets, `base` -> `end`), so the state and the offset it corresponds to are always saved
 together, atomically, without transactions. Recovery applies the deltas in order; a delta whose
-`base` is not the current `end` (a zombie or stale writer after a rebalance) is skipped. The
-local RocksDB holds the same deltas keyed by changelog offset, so a restart on the same disk
-only reads the changelog's tail from Kafka; a worker that never owned the partition reads it
-all. Changelog partitions equal source partitions.
+`base` is not the current `end` (a zombie or stale writer after a rebalance) is skipped.
+Changelog partitions equal source partitions.
+
+Stage 1 (`recover_counters`): the local store (`IdStore`) IS the state after one changelog
+record (it records which), so a restart on the same disk reads only the changelog after it; a
+store the changelog no longer continues (retention passed it, or the topic was recreated) is
+discarded. Stage 2 (`recover`): its state is small (open minutes only); the local RocksDB keeps
+its deltas keyed by changelog offset (`LocalDeltas`), pruned once expired.
+
+Both run the CPU work of applying records in a thread, a bounded slice at a time: the event
+loop keeps serving the consumer group's heartbeats, so a worker restoring a large state is
+never taken out of the group (before this, a restore ran on the loop for longer than the
+session timeout, was kicked out, and started again: issue 11).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -74,6 +85,85 @@ class LocalDeltas:
         self._db.close()
 
 
+_SLICE_BYTES = 8 << 20  # changelog bytes applied per thread hop
+
+
+def _changelog_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=32 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+
+
+def _apply_slice(counter, msgs) -> int:
+    return sum(counter.apply(m.value, m.offset) for m in msgs)
+
+
+async def recover_counters(
+    bootstrap: str,
+    targets: dict[TopicPartition, object],
+    reset: Callable[[TopicPartition], object],
+    progress: Callable[[TopicPartition, int, int], None] | None = None,
+) -> dict[TopicPartition, int]:
+    """Bring each stage-1 counter (keyed by its changelog partition) up to the changelog's end.
+
+    A counter resumes after the changelog record its store last flushed. If the changelog no
+    longer holds the records right after it (retention deleted them) or ends before it (the
+    topic was recreated), the store is stale: `reset(tp)` discards it and returns an empty
+    counter, which reads the changelog from its beginning. Returns deltas applied."""
+    applied = {tp: 0 for tp in targets}
+    if not targets:
+        return applied
+    consumer = _changelog_consumer(bootstrap)
+    await consumer.start()
+    try:
+        tps = list(targets)
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        pending = set()
+        for tp in tps:
+            start = targets[tp].ids.meta.changelog_offset + 1
+            if start < begins[tp] or start > ends[tp]:
+                if start > 0:
+                    log.warning(
+                        "%s: local state at changelog offset %d, changelog holds [%d, %d):"
+                        " discarded, rebuilding",
+                        tp,
+                        start - 1,
+                        begins[tp],
+                        ends[tp],
+                    )
+                targets[tp] = await asyncio.to_thread(reset, tp)
+                start = begins[tp]
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                pending.add(tp)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=2000)
+            for tp, msgs in batch.items():
+                i = 0
+                while i < len(msgs):  # a thread hop per slice: the loop runs in between
+                    j, size = i, 0
+                    while j < len(msgs) and size < _SLICE_BYTES:
+                        size += len(msgs[j].value)
+                        j += 1
+                    applied[tp] += await asyncio.to_thread(_apply_slice, targets[tp], msgs[i:j])
+                    i = j
+                if progress is not None and msgs:
+                    progress(tp, msgs[-1].offset + 1, ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return applied
+
+
 async def recover(
     bootstrap: str,
     targets: dict[TopicPartition, tuple[Recoverable, LocalDeltas]],
@@ -87,17 +177,12 @@ async def recover(
         for offset, delta in local.items():
             n += proc.apply(delta)
             last = offset
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # heartbeats
         applied[tp], start[tp] = n, last + 1
     if not targets:
         return applied
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=32 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
+    consumer = _changelog_consumer(bootstrap)
     await consumer.start()
     try:
         consumer.assign(list(targets))
@@ -111,9 +196,11 @@ async def recover(
             batch = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, msgs in batch.items():
                 proc, local = targets[tp]
-                for msg in msgs:
+                for n, msg in enumerate(msgs):
                     applied[tp] += proc.apply(msg.value)
                     local.put(msg.offset, msg.value, proc.content_bound)
+                    if n % 64 == 63:
+                        await asyncio.sleep(0)  # heartbeats
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)

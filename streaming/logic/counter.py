@@ -10,15 +10,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from enum import IntEnum
-from itertools import islice
 from typing import NamedTuple
 
 import msgspec
 
 from clickagg_platform.model import ClickEvent
 from streaming.logic.counts import AbsoluteCounts, Row
-from streaming.logic.dedup import DedupSet
 from streaming.logic.framing import pack, unpack
+from streaming.logic.idstore import Generation, IdStore, StoreMeta, id_key, other_key
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
 
 
@@ -61,14 +60,25 @@ class CounterDelta(msgspec.Struct, array_like=True):
     base: int | None
     end: int
     max_event_time: int
-    ids: list[tuple[str, int]]
+    ids: list[tuple[str, int]]  # (event id, minute): deltas written before `id_blocks`
     windows: list[Row]
     pending: list[Row]  # rows not yet confirmed written to the sink
+    id_blocks: list[tuple[int, bytes]] = []  # (minute, 16-byte id keys back to back)
+    id_others: list[tuple[int, list[bytes]]] = []  # (minute, keys of non-hex ids)
+
+
+class WindowState(msgspec.Struct, array_like=True):
+    """The open windows and unpublished rows: what the local store keeps beside the ids."""
+
+    counts: list[Row]
+    pending: list[Row]
 
 
 _delta_encoder = msgspec.msgpack.Encoder()
 _forward_encoder = msgspec.msgpack.Encoder()
 _delta_decoder = msgspec.msgpack.Decoder(CounterDelta)
+_windows_decoder = msgspec.msgpack.Decoder(WindowState)
+_CHUNK = 2048  # records looked up in RocksDB at once (one multi-get)
 
 
 class ClickCounter:
@@ -79,12 +89,15 @@ class ClickCounter:
         horizon_ms: int,
         is_bot: Callable[[str], bool],
         targets: int = 1,
+        store: IdStore | None = None,
     ) -> None:
+        """`store`: the partition's local id store (state it holds is resumed); by default a
+        temporary one (tests and tools)."""
         self.partition = partition
         self.targets = targets  # stage-2 partitions: forwards are routed by `ip_partition`
         self.policy = policy
         self.is_bot = is_bot
-        self.dedup = DedupSet(horizon_ms)
+        self.ids = store if store is not None else IdStore.temporary(horizon_ms)
         self.windows = AbsoluteCounts()
         self._forwards = [bytearray() for _ in range(targets)]  # encoded `Forward`s, per target
         self._forwarded = [0] * targets
@@ -93,10 +106,24 @@ class ClickCounter:
         self.corrections = 0  # clicks counted into a window the watermark had passed
         self._expired_upto = NO_WATERMARK
         self._base: int | None = None
-        self._new_ids: list[tuple[str, int]] = []
+        self._taken: tuple | None = None  # the last delta's content, until it is confirmed
         self._bot_memo: dict[str, bool] = {}  # user agents repeat: the rule runs once per UA
         self._oo = policy.out_of_orderness_ms
         self._open_for = MINUTE_MS + policy.allowed_lateness_ms  # window start + this >= wm
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take up the state the store holds (after its last flushed changelog record)."""
+        meta, extra = self.ids.meta, self.ids.extra()
+        self.next_offset = self._base = meta.next_offset
+        if meta.next_offset is not None:
+            self.max_event_time = meta.max_event_time
+        self.windows = AbsoluteCounts()
+        if extra is not None:
+            w = _windows_decoder.decode(extra)
+            self.windows.load(w.counts, w.pending)
+        self._expired_upto = NO_WATERMARK
+        self._maybe_expire()
 
     @property
     def watermark(self) -> int:
@@ -129,11 +156,18 @@ class ClickCounter:
             while applied < len(records) and records[applied].offset < self.next_offset:
                 applied += 1
         counts[_ALREADY_APPLIED] = applied
-        known, span = self.dedup.minute_of, self.dedup.span_ms
-        known_get, bucket_minute, bucket = known.get, None, []
+        store = self.ids
+        span, lookup, fromhex, from_bytes = (
+            store.span_ms,
+            store.lookup,
+            bytes.fromhex,
+            int.from_bytes,
+        )
+        known = store.current.minute_of  # this checkpoint's new ids, then the one being written
+        known_get = known.get
+        inflight_get = store.inflight.minute_of.get if store.inflight is not None else {}.get
         tally: dict[tuple[int, str, str], list[int]] = {}  # window -> [clicks, last offset]
         tally_get = tally.get
-        new_id = self._new_ids.append
         forwards, forwarded, targets = self._forwards, self._forwarded, self.targets
         encode_into, crc32 = _forward_encoder.encode_into, zlib.crc32
         memo, is_bot = self._bot_memo, self.is_bot
@@ -141,71 +175,95 @@ class ClickCounter:
         max_t, corrections, offset = self.max_event_time, 0, None
         next_wm = self.policy.watermark(max_t)
         try:
-            for rec in islice(records, applied, None):
-                offset = rec.offset
-                try:
-                    ev = decode(rec.value)
-                except Exception:  # noqa: BLE001 - a bad record is skipped
-                    counts[undecodable] += 1
-                    continue
-                t = ev.event_time
-                minute = t - t % MINUTE_MS
-                wm = next_wm  # the watermark before this click
-                if t > max_t:
-                    max_t, next_wm = t, t - oo
-                event_id = ev.event_id
-                seen = known_get(event_id)
-                if seen is not None and wm <= seen + span:  # stored, within its horizon
-                    counts[_DUPLICATE] += 1
-                    continue
-                known[event_id] = minute
-                if minute != bucket_minute:
-                    bucket_minute, bucket = minute, self.dedup.bucket(minute)
-                bucket.append(event_id)
-                new_id((event_id, minute))
-                ua, campaign, ad = ev.user_agent, ev.campaign_id, ev.ad_id
-                bot = memo.get(ua)
-                if bot is None:
-                    if len(memo) > 10_000:
-                        memo.clear()
-                    bot = memo[ua] = is_bot(ua)
-                if bot:
-                    outcome = _BOT
-                elif wm > minute + open_for:
-                    outcome = _TOO_LATE
-                else:
-                    outcome = _COUNTED
-                    key = (minute, campaign, ad)
-                    w = tally_get(key)
-                    if w is None:
-                        tally[key] = [1, offset]
+            for start in range(applied, len(records), _CHUNK):
+                chunk = records[start : start + _CHUNK]
+                evs, keys = [], []  # pass 1: decode, and the store key of each event id
+                for rec in chunk:
+                    try:
+                        ev = decode(rec.value)
+                    except Exception:  # noqa: BLE001 - a bad record is skipped
+                        evs.append(None)
+                        keys.append(b"")
+                        continue
+                    evs.append(ev)
+                    eid = ev.event_id  # = idstore.id_key, inlined
+                    if len(eid) == 32 and (eid.islower() or eid.isdigit()):
+                        try:
+                            key = fromhex(eid)
+                        except ValueError:
+                            key = other_key(eid)
+                        else:
+                            if len(key) != 16:
+                                key = other_key(eid)
                     else:
-                        w[0] += 1
-                        w[1] = offset
-                    if wm >= minute + MINUTE_MS:
-                        corrections += 1
-                ip = ev.ip_hash
-                q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
-                encode_into((offset, ip, minute, campaign, ad, not outcome), forwards[q], -1)
-                forwarded[q] += 1  # ^ a `Forward`, appended (-1) to its target's buffer
-                counts[outcome] += 1
+                        key = other_key(eid)
+                    keys.append(key)
+                stored = lookup(keys)  # one RocksDB multi-get for the chunk
+                for rec, ev, key, raw in zip(chunk, evs, keys, stored, strict=True):
+                    offset = rec.offset
+                    if ev is None:
+                        counts[undecodable] += 1
+                        continue
+                    t = ev.event_time
+                    minute = t - t % MINUTE_MS
+                    wm = next_wm  # the watermark before this click
+                    if t > max_t:
+                        max_t, next_wm = t, t - oo
+                    seen = known_get(key)
+                    if seen is None:
+                        seen = inflight_get(key)
+                        if seen is None and raw is not None:
+                            seen = from_bytes(raw, "big") * MINUTE_MS
+                    if seen is None:
+                        known[key] = minute
+                    elif wm <= seen + span:  # remembered, within its horizon
+                        counts[_DUPLICATE] += 1
+                        continue
+                    elif seen != minute:  # past its horizon: remembered anew (same minute:
+                        known[key] = minute  # the stored copy already says it)
+                    ua, campaign, ad = ev.user_agent, ev.campaign_id, ev.ad_id
+                    bot = memo.get(ua)
+                    if bot is None:
+                        if len(memo) > 10_000:
+                            memo.clear()
+                        bot = memo[ua] = is_bot(ua)
+                    if bot:
+                        outcome = _BOT
+                    elif wm > minute + open_for:
+                        outcome = _TOO_LATE
+                    else:
+                        outcome = _COUNTED
+                        wkey = (minute, campaign, ad)
+                        w = tally_get(wkey)
+                        if w is None:
+                            tally[wkey] = [1, offset]
+                        else:
+                            w[0] += 1
+                            w[1] = offset
+                        if wm >= minute + MINUTE_MS:
+                            corrections += 1
+                    ip = ev.ip_hash
+                    q = crc32(ip.encode()) % targets  # = routing.ip_partition, inlined
+                    encode_into((offset, ip, minute, campaign, ad, not outcome), forwards[q], -1)
+                    forwarded[q] += 1  # ^ a `Forward`, appended (-1) to its target's buffer
+                    counts[outcome] += 1
         finally:
             if offset is not None:
                 self.next_offset = offset + 1
             self.max_event_time = max_t
             self.corrections += corrections
-            for key, (n, last) in tally.items():
-                self.windows.add(key, n, last)
+            for wkey, (n, last) in tally.items():
+                self.windows.add(wkey, n, last)
             self._maybe_expire()
         return counts
 
     def _maybe_expire(self) -> None:
-        """Drop closed windows and old ids; runs once per minute of watermark progress."""
+        """Drop closed windows; runs once per minute of watermark progress. (Old ids are
+        expired by the store when a checkpoint is flushed, with that checkpoint's watermark.)"""
         wm = self.policy.watermark(self.max_event_time)
         if wm - self._expired_upto < MINUTE_MS:
             return
         self._expired_upto = wm
-        self.dedup.expire(wm)
         self.windows.drop(lambda start: self.policy.is_closed_by(start, wm))
 
     # --- sink side -------------------------------------------------------------------------
@@ -234,28 +292,70 @@ class ClickCounter:
         return self.next_offset is not None and self.next_offset != self._base
 
     def delta(self) -> bytes | None:
-        """Encode what changed since the last checkpoint (None if nothing was processed)."""
+        """Encode what changed since the last checkpoint (None if nothing was processed). Its
+        ids stay in memory until `confirm` (after the changelog acked the delta) flushes them to
+        the store; until then no other delta can be taken."""
         if self.next_offset is None or self.next_offset == self._base:
             return None
+        gen = self.ids.take()
+        blocks, others = gen.grouped()
         delta = CounterDelta(
             self._base,
             self.next_offset,
             self.max_event_time,
-            self._new_ids,
+            [],
             self.windows.take_changed(),
             self.windows.pending(),
+            blocks,
+            others,
         )
-        self._base, self._new_ids = self.next_offset, []
+        self._taken = (blocks, others, self.next_offset, self.max_event_time, self._window_state())
+        self._base = self.next_offset
         return pack(_delta_encoder.encode(delta))
 
-    def apply(self, data: bytes) -> bool:
-        """Recovery: apply one checkpoint delta if it continues the current state's chain."""
+    def _window_state(self) -> bytes:
+        counts = [(*k, n, v) for k, (n, v) in self.windows.counts.items()]
+        return _delta_encoder.encode(WindowState(counts, self.windows.pending()))
+
+    def confirm(self, changelog_offset: int) -> int:
+        """The last delta is durable at `changelog_offset`: flush its ids and the state after it
+        to the local store (blocking: the worker runs it off the event loop). Returns ids
+        expired."""
+        blocks, others, end, max_t, windows = self._taken
+        meta = StoreMeta(changelog_offset, end, max_t, seq=0)
+        expired = self.ids.flush(blocks, others, meta, windows, self.policy.watermark(max_t))
+        self._taken = None
+        self.ids.inflight = None
+        return expired
+
+    def rewind(self) -> None:
+        """Back to the state the store holds (a checkpoint write failed): unflushed ids and
+        counts are dropped; the records after the store's offset are processed again."""
+        self.ids.drop_unflushed()
+        self._taken = None
+        self._forwards = [bytearray() for _ in range(self.targets)]
+        self._forwarded = [0] * self.targets
+        self._resume()
+
+    def apply(self, data: bytes, changelog_offset: int = -1) -> bool:
+        """Recovery: apply one changelog delta (read from Kafka) to the store, if it continues
+        the current state's chain (blocking, like `confirm`)."""
         d = _delta_decoder.decode(unpack(data))
         if self.next_offset is not None and d.base != self.next_offset:
             return False  # a stale or zombie writer's delta: not a continuation, skip it
-        self.dedup.load(d.ids)
+        blocks, others = d.id_blocks, d.id_others
+        if d.ids:  # a delta written before id blocks: its ids as the store keys them
+            gen = Generation()
+            for event_id, minute in d.ids:
+                gen.minute_of[id_key(event_id)] = minute
+            old_blocks, old_others = gen.grouped()
+            blocks, others = [*blocks, *old_blocks], [*others, *old_others]
         self.windows.load(d.windows, d.pending)
         self.max_event_time = d.max_event_time
         self.next_offset = self._base = d.end
         self._maybe_expire()
+        meta = StoreMeta(changelog_offset, d.end, d.max_event_time, seq=0)
+        self.ids.flush(
+            blocks, others, meta, self._window_state(), self.policy.watermark(d.max_event_time)
+        )
         return True

@@ -1,10 +1,12 @@
 """Stage 1's per-click loop against the rules written plainly, one click at a time.
 
 The loop inlines the dedup rule (`DedupSet.add`), tallies a batch's windows before adding them,
-encodes forwards as it goes and expires state only at a batch's end. Whatever the batch sizes,
-its outcomes, window counts and forwards must be those of the plain rules: ids that repeat,
-event times that jump past a short dedup horizon and past the allowed lateness, bots, and
-records that do not decode or were applied already.
+encodes forwards as it goes and expires state only at a batch's end; its ids live in a RocksDB
+store (`IdStore`) that checkpoints flush to and expire. Whatever the batch sizes, checkpoints,
+crashes and restarts on the store's disk, its outcomes, window counts and forwards must be those
+of the plain rules: ids that repeat, event times that jump past a short dedup horizon and past
+the allowed lateness, bots, hex and non-hex ids, and records that do not decode or were applied
+already. And the store must hold exactly the ids the plain set holds after the same expiry.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from clickagg_platform.model import ClickEvent, decode_click, encode_click
 from streaming.logic.counter import ClickCounter, Forward, Outcome, _Record
 from streaming.logic.dedup import DedupSet
+from streaming.logic.idstore import IdStore, id_key
 from streaming.logic.iprate import ForwardBatch, decode_batch, encode_batch, encode_forwards
 from streaming.logic.routing import ip_partition, route_forwards
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy, window_start
@@ -83,13 +86,18 @@ steps = st.lists(
 )
 
 
+def event_id(n: int) -> str:
+    """Most ids as the capture makes them (32 lowercase hex digits), some not."""
+    return f"e{n}" if n % 4 == 3 else f"{n * 2654435761 % 2**128:032x}"
+
+
 @settings(max_examples=300, deadline=None)
 @given(steps=steps, seed=st.integers(0, 2**32 - 1))
 def test_batches_follow_the_plain_rules(steps, seed):
     t, events = 1_700_000_000_000, []
     for i, (eid, dt, bot) in enumerate(steps):
         t = max(t + dt, 0)
-        events.append(click(i, f"e{eid}", t, "bot/1" if bot else "Mozilla/5.0"))
+        events.append(click(i, event_id(eid), t, "bot/1" if bot else "Mozilla/5.0"))
     want_outcomes, want_windows, want_forwards = plain_rules(events)
 
     rng = random.Random(seed)
@@ -149,3 +157,54 @@ def test_forwards_encoded_as_they_go_read_as_a_forward_batch():
     assert decode_batch(encode_forwards(2, 5, len(rows), bytes(buf))) == ForwardBatch(2, 5, rows)
     assert decode_batch(encode_batch(ForwardBatch(2, 5, rows))) == ForwardBatch(2, 5, rows)
     assert decode_batch(encode_forwards(2, 5, 0, b"")) == ForwardBatch(2, 5, [])
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=steps, seed=st.integers(0, 2**32 - 1))
+def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
+    steps, seed, tmp_path_factory
+):
+    """Checkpoints confirmed at random; crashes that lose the unconfirmed part (the records
+    after the store's offset are processed again, by a counter reopened on the same disk);
+    the final store holds exactly the ids of the plain set after the same expiry."""
+    t, events = 1_700_000_000_000, []
+    for i, (eid, dt, bot) in enumerate(steps):
+        t = max(t + dt, 0)
+        events.append(click(i, event_id(eid), t, "bot/1" if bot else "Mozilla/5.0"))
+    want_outcomes, want_windows, _ = plain_rules(events)
+    path = tmp_path_factory.mktemp("ids") / "p0"
+
+    def reopen() -> ClickCounter:
+        return ClickCounter(0, POLICY, HORIZON, is_bot, TARGETS, IdStore(path, HORIZON))
+
+    rng = random.Random(seed)
+    records = [_Record(off, encode_click(ev)) for off, ev in enumerate(events)]
+    counter, got, changelog = reopen(), {}, 0
+    while (pos := counter.next_offset or 0) < len(records):
+        batch = records[pos : pos + rng.randrange(1, 40)]
+        counts = counter.process_records(batch, decode_click)
+        outcomes = [o for o, n in enumerate(counts[:-1]) for _ in range(n)]
+        assert sum(counts) == len(batch)
+        if len(set(outcomes)) == 1:  # one outcome for the whole batch: know each record's
+            got.update({r.offset: Outcome(outcomes[0]) for r in batch})
+        roll = rng.random()
+        if roll < 0.4 and counter.delta() is not None:
+            counter.confirm(changelog)
+            changelog += 1
+        elif roll < 0.5:  # a crash: what was not confirmed is lost
+            counter.ids.close()
+            counter = reopen()
+    if counter.delta() is not None:
+        counter.confirm(changelog)
+    assert {o: want_outcomes[o] for o in got} == got
+    assert {(m, c, a): n for m, c, a, n, _v in counter.rows()} == dict(want_windows)
+
+    plain, max_t = DedupSet(HORIZON), NO_WATERMARK
+    for ev in events:
+        plain.add(ev.event_id, window_start(ev.event_time), POLICY.watermark(max_t))
+        max_t = max(max_t, ev.event_time)
+    plain.expire(POLICY.watermark(max_t))
+    stored = counter.ids.stored()
+    assert stored == {id_key(e): m for e, m in plain.items()}
+    assert counter.ids.meta.live_ids == len(stored)
+    counter.ids.close()

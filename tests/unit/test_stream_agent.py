@@ -16,7 +16,7 @@ async def test_republish_command_marks_open_windows_dirty(tmp_path):
 
     runner = StreamRunner(Settings(), StreamSettings(state_dir=tmp_path))
     tp = TopicPartition(runner.topics.source, 0)
-    proc = runner.procs[tp] = runner._new_processor(tp)
+    proc = runner.procs[tp] = runner._open_counter(tp)
     for off, ev in enumerate(make_events(seed=2, n=300, bursts=0)):
         proc.process(ev, off)
     rows = proc.rows()

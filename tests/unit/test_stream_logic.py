@@ -119,11 +119,19 @@ class Pipeline:
         delta = self.counters[p].delta()
         if delta:
             self.c_log[p].append(delta)
+            self.counters[p].confirm(len(self.c_log[p]) - 1)  # acked: flushed to its store
 
     def crash(self, p: int) -> None:
-        fresh = counter(p, targets=self.p)
-        for d in self.c_log[p]:
-            fresh.apply(d)
+        """Half the time on a new disk (every delta applied to an empty store), else on the
+        same disk (the store's flushed state, then the deltas after it)."""
+        old = self.counters[p]
+        if self.rng.random() < 0.5:
+            fresh = counter(p, targets=self.p)
+        else:
+            old.ids.drop_unflushed()
+            fresh = ClickCounter(p, POLICY, DAY, is_bot_user_agent, self.p, store=old.ids)
+        for offset in range(fresh.ids.meta.changelog_offset + 1, len(self.c_log[p])):
+            fresh.apply(self.c_log[p][offset], offset)
         self.counters[p] = fresh
         fresh_f = self._flagger(p)
         for d in self.f_log[p]:
@@ -196,19 +204,24 @@ def test_zombie_delta_is_skipped_and_chain_resumes():
     parts = split(make_events(5, 600), 1)[0]
     live, zombie = counter(), counter()
     log = []
+
+    def checkpoint(c):
+        log.append(c.delta())
+        c.confirm(len(log) - 1)
+
     for off, ev in enumerate(parts[:200]):
         live.process(ev, off)
         zombie.process(ev, off)
-    log.append(live.delta())
+    checkpoint(live)
     for off in range(200, 300):
         zombie.process(parts[off], off)
     for off in range(200, 400):
         live.process(parts[off], off)
-    log.append(live.delta())  # [200, 400)
-    log.append(zombie.delta())  # [0, 300): does not continue the chain, skipped
+    checkpoint(live)  # [200, 400)
+    checkpoint(zombie)  # [0, 300): does not continue the chain, skipped
     for off in range(400, 600):
         live.process(parts[off], off)
-    log.append(live.delta())
+    checkpoint(live)
     rebuilt = counter()
     applied = [rebuilt.apply(d) for d in log]
     assert applied == [True, True, False, True]
