@@ -357,6 +357,10 @@ class StreamRunner(ConsumerRebalanceListener):
         counters = [(t.proc, meta.offset) for t, meta in acked if t.local is None]
         if counters:  # durable now: flush their ids to the local stores (RocksDB, off the loop)
             await asyncio.to_thread(_confirm_all, counters)
+            now = time.monotonic()
+            if now - getattr(self, "_stats_at", 0.0) >= 2:
+                self._stats_at = now
+                self._state_metrics()
         self._prune_local()
         if taken:
             try:
@@ -386,7 +390,6 @@ class StreamRunner(ConsumerRebalanceListener):
         if now - getattr(self, "_pruned_at", 0.0) < 60:
             return
         self._pruned_at = now
-        self._state_metrics()
         for tp, proc in self.procs.items():
             if tp in self.locals and proc.watermark != NO_WATERMARK:
                 cut = expired_before(

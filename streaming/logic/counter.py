@@ -163,8 +163,9 @@ class ClickCounter:
             bytes.fromhex,
             int.from_bytes,
         )
-        known = store.current.minute_of  # this checkpoint's new ids, then the one being written
-        known_get = known.get
+        gen = store.current
+        known, by_minute = gen.minute_of, gen.by_minute  # this checkpoint's new ids,
+        known_get, bucket_minute, bucket = known.get, None, []  # then the one being written
         inflight_get = store.inflight.minute_of.get if store.inflight is not None else {}.get
         tally: dict[tuple[int, str, str], list[int]] = {}  # window -> [clicks, last offset]
         tally_get = tally.get
@@ -178,12 +179,14 @@ class ClickCounter:
             for start in range(applied, len(records), _CHUNK):
                 chunk = records[start : start + _CHUNK]
                 evs, keys = [], []  # pass 1: decode, and the store key of each event id
+                all_ids = True  # every key a 16-byte id (the filter can answer for them)
                 for rec in chunk:
                     try:
                         ev = decode(rec.value)
                     except Exception:  # noqa: BLE001 - a bad record is skipped
                         evs.append(None)
                         keys.append(b"")
+                        all_ids = False
                         continue
                     evs.append(ev)
                     eid = ev.event_id  # = idstore.id_key, inlined
@@ -191,14 +194,16 @@ class ClickCounter:
                         try:
                             key = fromhex(eid)
                         except ValueError:
-                            key = other_key(eid)
+                            key, all_ids = other_key(eid), False
                         else:
                             if len(key) != 16:
-                                key = other_key(eid)
+                                key, all_ids = other_key(eid), False
                     else:
-                        key = other_key(eid)
+                        key, all_ids = other_key(eid), False
                     keys.append(key)
-                stored = lookup(keys)  # one RocksDB multi-get for the chunk
+                if not all_ids:
+                    gen.mixed = True
+                stored = lookup(keys, all_ids)  # filter, then one multi-get for the rest
                 for rec, ev, key, raw in zip(chunk, evs, keys, stored, strict=True):
                     offset = rec.offset
                     if ev is None:
@@ -214,13 +219,24 @@ class ClickCounter:
                         seen = inflight_get(key)
                         if seen is None and raw is not None:
                             seen = from_bytes(raw, "big") * MINUTE_MS
+                        if seen is None or (wm > seen + span and seen != minute):
+                            known[key] = minute  # new, or past its horizon: remembered anew
+                            if minute != bucket_minute:
+                                bucket_minute = minute
+                                bucket = by_minute.get(minute)
+                                if bucket is None:
+                                    bucket = by_minute[minute] = []
+                            bucket.append(key)
+                            seen = None
                     if seen is None:
-                        known[key] = minute
+                        pass
                     elif wm <= seen + span:  # remembered, within its horizon
                         counts[_DUPLICATE] += 1
                         continue
-                    elif seen != minute:  # past its horizon: remembered anew (same minute:
-                        known[key] = minute  # the stored copy already says it)
+                    elif seen != minute:  # remembered in this checkpoint, past its horizon:
+                        known[key] = minute  # anew (rare: a horizon shorter than a checkpoint)
+                        gen.moved = True
+                    # (past its horizon, same minute: the stored copy already says it)
                     ua, campaign, ad = ev.user_agent, ev.campaign_id, ev.ad_id
                     bot = memo.get(ua)
                     if bot is None:
@@ -346,6 +362,7 @@ class ClickCounter:
         blocks, others = d.id_blocks, d.id_others
         if d.ids:  # a delta written before id blocks: its ids as the store keys them
             gen = Generation()
+            gen.moved = gen.mixed = True  # grouped from `minute_of`, keys of any kind
             for event_id, minute in d.ids:
                 gen.minute_of[id_key(event_id)] = minute
             old_blocks, old_others = gen.grouped()

@@ -38,6 +38,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from streaming.logic.idfilter import IdFilter
 from streaming.logic.windows import MINUTE_MS
 
 _MINUTE = struct.Struct(">I")
@@ -79,6 +80,7 @@ class StoreTuning:
     write_buffer_bytes: int = 8 << 20
     write_buffers: int = 3
     bloom_bits_per_key: float = 10.0
+    filter_bytes_per_generation: int = 32 << 20  # x3 alive at most (`IdFilter`)
 
 
 class StoreMeta(msgspec.Struct, array_like=True):
@@ -97,19 +99,32 @@ _meta_dec = msgspec.msgpack.Decoder(StoreMeta)
 class Generation:
     """Ids remembered since the last checkpoint was taken, not yet in RocksDB."""
 
-    __slots__ = ("minute_of",)
+    __slots__ = ("minute_of", "by_minute", "moved", "mixed")
 
     def __init__(self) -> None:
-        self.minute_of: dict[bytes, int] = {}  # key -> minute (ms)
+        self.minute_of: dict[bytes, int] = {}  # key -> minute (ms): what lookups read
+        self.by_minute: dict[int, list[bytes]] = {}  # minute (ms) -> keys, as added
+        self.moved = False  # a key of this generation was remembered anew under another minute
+        self.mixed = False  # keys other than 16-byte ids may be in it
 
     def grouped(self) -> tuple[list[tuple[int, bytes]], list[tuple[int, list[bytes]]]]:
         """The ids per minute: 16-byte keys packed back to back, and the keys of non-hex ids
         (how deltas and the expiry index hold them)."""
-        packed: dict[int, list[bytes]] = {}
-        others: dict[int, list[bytes]] = {}
-        for key, minute in self.minute_of.items():
-            (packed if len(key) == 16 else others).setdefault(minute, []).append(key)
-        return [(m, b"".join(keys)) for m, keys in packed.items()], list(others.items())
+        by_minute = self.by_minute
+        if self.moved:  # rare (a horizon shorter than a checkpoint): regroup by final minute
+            by_minute = {}
+            for key, minute in self.minute_of.items():
+                by_minute.setdefault(minute, []).append(key)
+        if not self.mixed:
+            return [(m, b"".join(keys)) for m, keys in by_minute.items()], []
+        packed, others = [], []
+        for minute, keys in by_minute.items():
+            ids = [k for k in keys if len(k) == 16]
+            if ids:
+                packed.append((minute, b"".join(ids)))
+            if len(ids) < len(keys):
+                others.append((minute, [k for k in keys if len(k) != 16]))
+        return packed, others
 
 
 def _sorted_block(block: bytes) -> bytes:
@@ -156,6 +171,8 @@ class IdStore:
         self._meta_h = self._db.get_column_family_handle("default")
         raw = self._db.get(_META)
         self.meta = _meta_dec.decode(raw) if raw is not None else StoreMeta()
+        self.filter = IdFilter(self.span_ms, self.tuning.filter_bytes_per_generation * 8)
+        self._rebuild_filter()
         self.current = Generation()
         self.inflight: Generation | None = None
         self._temp: str | None = None
@@ -164,13 +181,13 @@ class IdStore:
     def temporary(cls, horizon_ms: int) -> IdStore:
         """A store in a fresh temporary directory, removed on `close` (tests and tools)."""
         tmp = tempfile.mkdtemp(prefix="clickagg-ids-")
-        store = cls(Path(tmp) / "ids", horizon_ms, StoreTuning(8 << 20, 1 << 20, 2))
+        store = cls(Path(tmp) / "ids", horizon_ms, StoreTuning(8 << 20, 1 << 20, 2, 10, 1 << 16))
         store._temp = tmp
         weakref.finalize(store, shutil.rmtree, tmp, True)  # also when never closed
         return store
 
     def _options(self, bloom: bool = False):
-        from rocksdict import BlockBasedOptions, DBCompressionType, Options
+        from rocksdict import BlockBasedIndexType, BlockBasedOptions, DBCompressionType, Options
 
         t = self.tuning
         o = Options(raw_mode=True)
@@ -184,8 +201,16 @@ class IdStore:
         o.set_compression_type(DBCompressionType.none())
         b = BlockBasedOptions()
         b.set_block_cache(self._cache)
-        b.set_cache_index_and_filter_blocks(True)  # filters count against the cache: bounded
+        # Index and filters count against the cache (memory bounded by configuration), split in
+        # small partitions so that any of them fits a cache shard: a whole-file filter of a
+        # large SST is bigger than a shard, was never cached, and each miss then read it again
+        # (13 us per lookup at 20 M ids with a 64 MiB cache, 0.6 us partitioned).
+        b.set_cache_index_and_filter_blocks(True)
         b.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        b.set_index_type(BlockBasedIndexType.two_level_index_search())
+        b.set_partition_filters(True)
+        b.set_metadata_block_size(4096)
+        b.set_pin_top_level_index_and_filter(True)
         if bloom:
             b.set_bloom_filter(t.bloom_bits_per_key, False)
             # most lookups are misses that reach the write buffers first: a bloom filter there
@@ -196,10 +221,26 @@ class IdStore:
         return o
 
     # --- lookups (the per-click loop) --------------------------------------------------------
-    def lookup(self, keys: list[bytes]) -> list[bytes | None]:
-        """RocksDB's value for each key (one multi-get; `minute_of_value` reads it). The caller
-        checks `current` and `inflight` first: they are newer than RocksDB."""
-        return self._ids[keys]
+    def _rebuild_filter(self) -> None:
+        """The filter from the expiry index: every stored 16-byte id is in one of its packed
+        blocks, by minute (O(stored bytes), numpy, no Python work per id)."""
+        for key, value in self._exp.items():
+            if key[4:5] == _ADDED:
+                self.filter.add_block(_MINUTE.unpack(key[:4])[0] * MINUTE_MS, value)
+
+    def lookup(self, keys: list[bytes], all_ids: bool = False) -> list[bytes | None]:
+        """RocksDB's value for each key, or None (`minute_of_value` reads a value). With
+        `all_ids` (every key is a 16-byte id) the filter rules most keys out and only the rest
+        are read (one multi-get). The caller checks `current` and `inflight` first: they are
+        newer than RocksDB."""
+        if not all_ids:
+            return self._ids[keys]
+        maybe = np.flatnonzero(self.filter.may_contain(b"".join(keys))).tolist()
+        out: list[bytes | None] = [None] * len(keys)
+        if maybe:
+            for i, raw in zip(maybe, self._ids[[keys[i] for i in maybe]], strict=True):
+                out[i] = raw
+        return out
 
     def stored_minute(self, key: bytes) -> int | None:
         """The minute (ms) of a key in RocksDB alone (tests and tools)."""
@@ -281,6 +322,10 @@ class IdStore:
         put(_EXTRA, extra, self._meta_h)
         self._db.write(wb)
         self.meta = meta
+        for minute, block in blocks:  # after the write: a key is in the filter once stored
+            if minute // MINUTE_MS >= first_alive:
+                self.filter.add_block(minute, block)
+        self.filter.drop_expired(first_alive * MINUTE_MS)
         return sum(len(keys) for keys in deleted.values())
 
     def _expire_into(self, wb, first_alive: int) -> dict[bytes, set[bytes]]:
@@ -329,6 +374,7 @@ class IdStore:
             "memtable_bytes": prop(self._ids, "rocksdb.cur-size-all-mem-tables")
             + prop(self._exp, "rocksdb.cur-size-all-mem-tables"),
             "block_cache_bytes": prop(self._ids, "rocksdb.block-cache-usage"),
+            "filter_bytes": self.filter.memory_bytes,
         }
 
     def count_stored(self) -> int:

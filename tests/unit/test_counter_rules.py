@@ -86,9 +86,12 @@ steps = st.lists(
 )
 
 
-def event_id(n: int) -> str:
-    """Most ids as the capture makes them (32 lowercase hex digits), some not."""
-    return f"e{n}" if n % 4 == 3 else f"{n * 2654435761 % 2**128:032x}"
+def event_id(n: int, hex_only: bool = False) -> str:
+    """Most ids as the capture makes them (32 lowercase hex digits), some not (a chunk of
+    hex ids only is answered through the store's in-memory filter, others are not)."""
+    if n % 4 == 3 and not hex_only:
+        return f"e{n}"
+    return f"{n * 2654435761 % 2**128:032x}"
 
 
 @settings(max_examples=300, deadline=None)
@@ -159,10 +162,10 @@ def test_forwards_encoded_as_they_go_read_as_a_forward_batch():
     assert decode_batch(encode_forwards(2, 5, 0, b"")) == ForwardBatch(2, 5, [])
 
 
-@settings(max_examples=150, deadline=None)
-@given(steps=steps, seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+@given(steps=steps, seed=st.integers(0, 2**32 - 1), hex_only=st.booleans())
 def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
-    steps, seed, tmp_path_factory
+    steps, seed, hex_only, tmp_path_factory
 ):
     """Checkpoints confirmed at random; crashes that lose the unconfirmed part (the records
     after the store's offset are processed again, by a counter reopened on the same disk);
@@ -170,7 +173,7 @@ def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
     t, events = 1_700_000_000_000, []
     for i, (eid, dt, bot) in enumerate(steps):
         t = max(t + dt, 0)
-        events.append(click(i, event_id(eid), t, "bot/1" if bot else "Mozilla/5.0"))
+        events.append(click(i, event_id(eid, hex_only), t, "bot/1" if bot else "Mozilla/5.0"))
     want_outcomes, want_windows, _ = plain_rules(events)
     path = tmp_path_factory.mktemp("ids") / "p0"
 
