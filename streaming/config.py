@@ -48,6 +48,15 @@ class StreamSettings(BaseSettings):
     state_write_buffer_mb: int = Field(
         8, description="RocksDB write buffer per stage-1 partition (x3 at most in memory)"
     )
+    state_filter_mb: int = Field(
+        32, description="In-memory id filter per generation per stage-1 partition (x3 at most)"
+    )
+    snapshot_url: str = Field(
+        "", description="Where stage-1 state snapshots go; default <lake>/stream-state"
+    )
+    snapshot_interval_s: float = Field(
+        600.0, description="Seconds between snapshots of a partition's state (0: none)"
+    )
     # raw archive
     archive_web_port: int = Field(16067, description="Archiver web server port (/metrics)")
     archive_block_offsets: int = Field(
@@ -59,6 +68,9 @@ class StreamSettings(BaseSettings):
 
     def state_path(self, settings: Settings) -> Path:
         return self.state_dir or settings.local_dir / "stream"
+
+    def snapshot_root(self, settings: Settings) -> str:
+        return self.snapshot_url or f"{settings.lake_root.rstrip('/')}/stream-state"
 
     @property
     def horizon_ms(self) -> int:

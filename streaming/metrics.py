@@ -53,7 +53,13 @@ RECOVERY_SECONDS = Gauge(
     "clickagg_stream_recovery_seconds", "Duration of the last state recovery of an assignment"
 )
 RECOVERY_DELTAS = Counter(
-    "clickagg_stream_recovery_deltas_total", "Changelog records applied while recovering state"
+    "clickagg_stream_recovery_deltas_total",
+    "Changelog records applied while recovering state",
+    ["stage"],
+)
+SNAPSHOTS = Counter("clickagg_stream_snapshots_total", "State snapshots uploaded")
+SNAPSHOT_FAILURES = Counter(
+    "clickagg_stream_snapshot_failures_total", "State snapshots that failed (retried later)"
 )
 ARCHIVE_LAG = Gauge(
     "clickagg_archive_lag", "Archiver: high watermark minus archived offset", ["partition"]

@@ -11,8 +11,10 @@ recovered state (offsets are committed only for lag monitoring).
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import logging
+import shutil
 import time
 from typing import NamedTuple
 
@@ -33,6 +35,7 @@ from streaming.logic.windows import NO_WATERMARK, LatenessPolicy
 from streaming.publisher import Publisher
 from streaming.seeks import Seeks
 from streaming.sink import ClickHouseSink
+from streaming.snapshots import SnapshotStore
 from streaming.statelog import LocalDeltas, expired_before, recover, recover_counters
 from streaming.topics import StreamTopics
 
@@ -55,9 +58,23 @@ _OUTCOME = {o: o.name.lower() for o in Outcome}
 _decode = msgspec.json.Decoder(ClickEvent).decode  # = model.decode_click, minus one call
 
 
-def _confirm_all(counters: list[tuple[ClickCounter, int]]) -> None:
+def _confirm_all(counters: list[tuple[ClickCounter, int]], snapshot: dict) -> list[tuple]:
+    """Flush acked deltas to the stores; then checkpoint the stores due for a snapshot (in the
+    same thread: no flush runs meanwhile, so each is exactly the state after its record)."""
     for counter, changelog_offset in counters:
         counter.confirm(changelog_offset)
+    taken = []
+    for counter, (tp, target) in snapshot.items():
+        try:  # a snapshot that fails is only a later one (never a failed checkpoint)
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            counter.ids.checkpoint_to(target)
+        except Exception as exc:  # noqa: BLE001 - disk full, permissions: retried next time
+            M.SNAPSHOT_FAILURES.inc()
+            log.warning("snapshot checkpoint of %s failed: %r", tp, exc)
+            continue
+        taken.append((tp, target, counter.ids.lineage, copy.copy(counter.ids.meta)))
+    return taken
 
 
 class StreamRunner(ConsumerRebalanceListener):
@@ -70,7 +87,15 @@ class StreamRunner(ConsumerRebalanceListener):
         self.tuning = StoreTuning(
             block_cache_bytes=ss.state_block_cache_mb << 20,
             write_buffer_bytes=ss.state_write_buffer_mb << 20,
+            filter_bytes_per_generation=ss.state_filter_mb << 20,
         )
+        self.snapshots = (
+            SnapshotStore(ss.snapshot_root(settings), ss.app_id, settings)
+            if ss.snapshot_interval_s > 0
+            else None
+        )
+        self._snapshot_at: dict[TP, float] = {}  # when a partition's next snapshot is due
+        self._uploads: dict[TP, asyncio.Future] = {}
         self.sink = ClickHouseSink(settings)
         self.publisher = Publisher(self.procs, self.topics.source, self.sink, ss)
         self.lock = asyncio.Lock()
@@ -190,13 +215,31 @@ class StreamRunner(ConsumerRebalanceListener):
         t0 = time.monotonic()
         by_changelog = {self.topics.changelog_of(tp): tp for tp in tps}
 
-        def reset(changelog: TP) -> ClickCounter:
+        def reset(changelog: TP, begin: int, end: int) -> ClickCounter:
+            """An empty or stale store: restore the newest usable snapshot, else empty."""
+            tp = by_changelog[changelog]
             counters[changelog].ids.destroy()
-            return self._open_counter(by_changelog[changelog])
+            path = self.topics.local_path(tp)
+            restored = None
+            if self.snapshots is not None:
+                restored = self.snapshots.restore(self._snapshot_name(tp), path, begin, end)
+            counter = counters[changelog] = self._open_counter(tp)
+            if restored is not None:
+                counter.ids.renew_lineage()
+                log.info(
+                    "%s: restored the snapshot at changelog offset %d (%d ids)",
+                    tp,
+                    restored.changelog_offset,
+                    restored.live_ids,
+                )
+            return counter
 
         try:
             applied = await recover_counters(self.s.bootstrap, counters, reset, self._progress)
-            applied.update(await recover(self.s.bootstrap, iprates))
+            M.RECOVERY_DELTAS.labels("counter").inc(sum(applied.values()))
+            applied_ip = await recover(self.s.bootstrap, iprates)
+            M.RECOVERY_DELTAS.labels("iprate").inc(sum(applied_ip.values()))
+            applied.update(applied_ip)
         except BaseException:  # release the stores: the retry opens them again
             for counter in counters.values():
                 counter.ids.close()
@@ -218,7 +261,6 @@ class StreamRunner(ConsumerRebalanceListener):
             self.seeks.seek(self.consumer, tp, nxt)
         took = time.monotonic() - t0
         M.RECOVERY_SECONDS.set(took)
-        M.RECOVERY_DELTAS.inc(sum(applied.values()))
         self._state_metrics()
         log.info(
             "assigned %s: %d deltas applied in %.2fs",
@@ -356,7 +398,9 @@ class StreamRunner(ConsumerRebalanceListener):
             M.CHECKPOINTS.inc()
         counters = [(t.proc, meta.offset) for t, meta in acked if t.local is None]
         if counters:  # durable now: flush their ids to the local stores (RocksDB, off the loop)
-            await asyncio.to_thread(_confirm_all, counters)
+            due = self._snapshots_due([t.tp for t, _ in acked if t.local is None])
+            taken = await asyncio.to_thread(_confirm_all, counters, due)
+            self._upload(taken)
             now = time.monotonic()
             if now - getattr(self, "_stats_at", 0.0) >= 2:
                 self._stats_at = now
@@ -396,6 +440,49 @@ class StreamRunner(ConsumerRebalanceListener):
                     proc.watermark, self.ss.horizon_ms, self.ss.allowed_lateness_ms
                 )
                 self.locals[tp].prune(cut)
+
+    # --- snapshots (streaming/snapshots.py) ---------------------------------------------------
+    def _snapshot_name(self, tp: TP) -> str:
+        return f"{self.topics.changelog_of(tp).topic}-{tp.partition}"
+
+    def _snapshots_due(self, tps: list[TP]) -> dict:
+        """counter -> (tp, local checkpoint dir) for the partitions due for a snapshot."""
+        if self.snapshots is None:
+            return {}
+        now, due = time.monotonic(), {}
+        for tp in tps:
+            at = self._snapshot_at.setdefault(tp, now)  # the first right after an assignment
+            upload = self._uploads.get(tp)
+            if now >= at and (upload is None or upload.done()) and tp in self.procs:
+                target = self.topics.state_dir / "snapshots" / self._snapshot_name(tp)
+                due[self.procs[tp]] = (tp, target)
+                self._snapshot_at[tp] = now + self.ss.snapshot_interval_s
+        return due
+
+    def _upload(self, taken: list[tuple]) -> None:
+        """Copy taken checkpoints to the object store in the background (they no longer
+        depend on the live store: a revoke or a crash meanwhile loses only that snapshot)."""
+        for tp, target, lineage, meta in taken:
+            name = self._snapshot_name(tp)
+            fut = asyncio.ensure_future(
+                asyncio.to_thread(self.snapshots.upload, name, target, lineage, meta)
+            )
+            fut.add_done_callback(lambda f, name=name: self._uploaded(name, f))
+            self._uploads[tp] = fut
+
+    @staticmethod
+    def _uploaded(name: str, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            M.SNAPSHOT_FAILURES.inc()
+            log.warning("snapshot of %s failed: %r", name, fut.exception())
+            return
+        M.SNAPSHOTS.inc()
+        m = fut.result()
+        log.info(
+            "snapshot of %s at changelog offset %d (%d ids)", name, m.changelog_offset, m.live_ids
+        )
 
     def _state_metrics(self) -> None:
         for tp, proc in self.procs.items():

@@ -106,15 +106,16 @@ def _apply_slice(counter, msgs) -> int:
 async def recover_counters(
     bootstrap: str,
     targets: dict[TopicPartition, object],
-    reset: Callable[[TopicPartition], object],
+    reset: Callable[[TopicPartition, int, int], object],
     progress: Callable[[TopicPartition, int, int], None] | None = None,
 ) -> dict[TopicPartition, int]:
     """Bring each stage-1 counter (keyed by its changelog partition) up to the changelog's end.
 
-    A counter resumes after the changelog record its store last flushed. If the changelog no
-    longer holds the records right after it (retention deleted them) or ends before it (the
-    topic was recreated), the store is stale: `reset(tp)` discards it and returns an empty
-    counter, which reads the changelog from its beginning. Returns deltas applied."""
+    A counter resumes after the changelog record its store last flushed. An empty store, or a
+    stale one (the changelog no longer holds the records right after it, or ends before it:
+    the topic was recreated), is replaced by `reset(tp, begin, end)` (blocking, run in a
+    thread): a counter restored from a snapshot the changelog [begin, end) continues, or an
+    empty one, which reads the changelog from its beginning. Returns deltas applied."""
     applied = {tp: 0 for tp in targets}
     if not targets:
         return applied
@@ -128,18 +129,18 @@ async def recover_counters(
         pending = set()
         for tp in tps:
             start = targets[tp].ids.meta.changelog_offset + 1
-            if start < begins[tp] or start > ends[tp]:
-                if start > 0:
-                    log.warning(
-                        "%s: local state at changelog offset %d, changelog holds [%d, %d):"
-                        " discarded, rebuilding",
-                        tp,
-                        start - 1,
-                        begins[tp],
-                        ends[tp],
-                    )
-                targets[tp] = await asyncio.to_thread(reset, tp)
-                start = begins[tp]
+            stale = start < begins[tp] or start > ends[tp]
+            if stale and start > 0:
+                log.warning(
+                    "%s: local state at changelog offset %d, changelog holds [%d, %d): discarded",
+                    tp,
+                    start - 1,
+                    begins[tp],
+                    ends[tp],
+                )
+            if stale or (start == 0 and ends[tp] > begins[tp]):
+                targets[tp] = await asyncio.to_thread(reset, tp, begins[tp], ends[tp])
+                start = max(targets[tp].ids.meta.changelog_offset + 1, begins[tp])
             if start < ends[tp]:
                 consumer.seek(tp, start)
                 pending.add(tp)

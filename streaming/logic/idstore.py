@@ -31,6 +31,7 @@ from __future__ import annotations
 import shutil
 import struct
 import tempfile
+import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from streaming.logic.windows import MINUTE_MS
 _MINUTE = struct.Struct(">I")
 _META = b"meta"
 _EXTRA = b"extra"
+_LINEAGE = b"lineage"
 _ADDED, _OTHERS = b"a", b"o"
 
 
@@ -173,6 +175,8 @@ class IdStore:
         self.meta = _meta_dec.decode(raw) if raw is not None else StoreMeta()
         self.filter = IdFilter(self.span_ms, self.tuning.filter_bytes_per_generation * 8)
         self._rebuild_filter()
+        lineage = self._db.get(_LINEAGE)
+        self.lineage = lineage.decode() if lineage is not None else self.renew_lineage()
         self.current = Generation()
         self.inflight: Generation | None = None
         self._temp: str | None = None
@@ -385,8 +389,16 @@ class IdStore:
         """Every stored id with its minute (ms), by a full scan (tests)."""
         return {key: minute_of_value(raw) for key, raw in self._ids.items()}
 
+    def renew_lineage(self) -> str:
+        """A new name for this store's life on this disk (snapshots name its files by it: a
+        store restored from a snapshot writes files of its own under the same names)."""
+        self.lineage = uuid.uuid4().hex[:12]
+        self._db.put(_LINEAGE, self.lineage.encode())
+        return self.lineage
+
     def checkpoint_to(self, target: Path) -> None:
-        """A consistent on-disk copy (hard links where possible) of the flushed state."""
+        """A consistent on-disk copy (hard links where possible) of the flushed state; call it
+        between flushes (the worker does, in the thread that flushes)."""
         from rocksdict import Checkpoint
 
         Checkpoint(self._db).create_checkpoint(str(target))
