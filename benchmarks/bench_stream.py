@@ -38,6 +38,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import bench_stream_state as bss  # noqa: E402
 from benchmarks.procstat import cpu_seconds  # noqa: E402
 from clickagg_platform import clickhouse, kafka_admin  # noqa: E402
 from clickagg_platform.hot_queries import hot_totals  # noqa: E402
@@ -333,6 +334,13 @@ def main(
     fresh_rate: int = typer.Option(10_000, help="Clicks/s of the freshness phase"),
     fresh_seconds: float = typer.Option(20.0, help="Length of the freshness phase"),
     seed: int = typer.Option(7),
+    state_ids: int = typer.Option(
+        20_000_000, help="Distinct ids in stage 1's state before its rate is measured (0: skip)"
+    ),
+    state_measured: int = typer.Option(1_000_000, help="Clicks measured on top of that state"),
+    baseline_ref: str = typer.Option(
+        "8ca8952", help="Commit whose in-memory stage 1 is the same-run baseline ('': none)"
+    ),
     record: bool = typer.Option(True, help="Write the result into docs/benchmarks.md"),
 ) -> None:
     tag = uuid.uuid4().hex[:8]
@@ -340,8 +348,9 @@ def main(
     topic = f"bench_stream_{tag}"
     dbs = {
         k: Settings(clicks_topic=topic, clickhouse_database=f"bench_{tag}_{k}")
-        for k in ("split", "all")
+        for k in ("split", "all", "baseline")
     }
+    dbs["state"] = Settings(clicks_topic=f"{topic}_state", clickhouse_database=f"bench_{tag}_st")
     base = dbs["all"]
     kafka_admin.wait_for_broker(base)
     kafka_admin.ensure_topic(base)
@@ -377,6 +386,30 @@ def main(
             )
         with console.status(f"freshness at {fresh_rate:,} clicks/s"):
             p50, p99 = freshness(base, fresh_rate, fresh_seconds, seed + 1)
+        stop_all(procs)
+        procs = []
+        base_rate = None
+        if baseline_ref:
+            with console.status(f"baseline: in-memory stage 1 of {baseline_ref}, same topic"):
+                base_rate = bss.baseline(
+                    dbs["baseline"], baseline_ref, events, core, state / "baseline", metric
+                )
+        st = None
+        if state_ids:
+            with console.status(
+                f"stage 1 with {state_ids:,} ids in state, then restarts (own disk, empty disk)"
+            ):
+                kafka_admin.ensure_topic(dbs["state"])
+                st = bss.state_phase(
+                    dbs["state"],
+                    state_ids,
+                    state_measured,
+                    core,
+                    state / "state",
+                    seed + 2,
+                    prefill,
+                    metric,
+                )
     finally:
         stop_all(procs)
         admin = kafka_admin.admin(base)
@@ -406,6 +439,7 @@ def main(
         ("raw archiver (decode + Parquet files), 1 core", f"{arch_rate:,.0f} rows/s", ""),
         ("  same, per CPU-second of the archiver", f"{arch_cpu:,.0f} rows/s", ""),
         ("  lake holds every offset exactly once", "yes" if arch_exact else "NO", "yes"),
+        *state_rows(split_rate, split_cpu, base_rate, baseline_ref, st),
         (f"freshness p50 @ {fresh_rate:,}/s (1 process)", f"{p50:.2f} s", ""),
         (f"freshness p99 @ {fresh_rate:,}/s (1 process)", f"{p99:.2f} s", "<= 2 s"),
         (
@@ -419,6 +453,68 @@ def main(
     console.print(table)
     if record:
         write_section(rows, events, core)
+
+
+def state_rows(empty_rate, empty_cpu, base_rate, ref: str, st: dict | None) -> list[tuple]:
+    rows = []
+    if base_rate is not None:
+        rows += [
+            (f"baseline: in-memory stage 1 of {ref}, empty state", f"{base_rate[0]:,.0f} ev/s", ""),
+            ("  same, per CPU-second", f"{base_rate[1]:,.0f} ev/s", ""),
+            (
+                "stage 1 (RocksDB store), empty state / baseline",
+                f"{empty_rate / base_rate[0]:.2f}",
+                "",
+            ),
+        ]
+    if st is None:
+        return rows
+    n = st["ids"]
+    rows += [
+        (f"stage 1 with {n / 1e6:.0f} M ids in state, 1 core", f"{st['rate']:,.0f} ev/s", ""),
+        ("  same, per CPU-second of the worker", f"{st['per_cpu']:,.0f} ev/s", ""),
+    ]
+    if base_rate is not None:
+        rows += [
+            (
+                "  same / baseline (in-memory, empty state)",
+                f"{st['rate'] / base_rate[0]:.2f}",
+                ">= 0.8",
+            ),
+            ("  same / baseline, per CPU-second", f"{st['per_cpu'] / base_rate[1]:.2f}", ""),
+        ]
+    rows += [
+        ("  same / this commit with an empty state", f"{st['rate'] / empty_rate:.2f}", ""),
+        ("  ids held (sum over partitions)", f"{st['held']:,.0f}", f">= {n:,}"),
+        (
+            "  worker RSS / bytes per id held",
+            f"{st['rss_mib']:,} MiB / {st['rss_mib'] * 2**20 / max(st['held'], 1):.0f} B",
+            "bounded by config",
+        ),
+        (
+            "  state on disk / bytes per id",
+            f"{st['disk'] / 2**20:,.0f} MiB / {st['disk'] / max(st['held'], 1):.0f} B",
+            "",
+        ),
+        ("  fill: produce the topic", f"{st['fill_s']:.0f} s", ""),
+        (
+            "restart on its own disk: processing again after",
+            f"{st['restart_own_s']:.1f} s",
+            "<= 10 s",
+        ),
+        ("  of which state recovery (worker's own figure)", f"{st['recovery_own_s']:.1f} s", ""),
+        (
+            "restart on an empty disk (snapshot + changelog tail)",
+            f"{st['restart_fresh_s']:.1f} s",
+            "<= 60 s",
+        ),
+        (
+            "  of which state recovery; partitions restored",
+            f"{st['recovery_fresh_s']:.1f} s; {st['restored']}",
+            "",
+        ),
+    ]
+    return rows
 
 
 def write_section(rows, events: int, core: int) -> None:

@@ -6,6 +6,8 @@ The fraud constants default to the ones the seeded traffic generator and its gro
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,6 +44,11 @@ class StreamSettings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Worker web server bind address")
     web_port: int = Field(16066, description="Worker web server port (/metrics)")
     state_dir: Path | None = Field(None, description="Local state; default <local_dir>/stream")
+    instance_id: str = Field(
+        "",
+        description="Static consumer-group member id (KIP-345); default: host + state dir, so a"
+        " worker restarted on its own disk rejoins with its partitions at once; 'none': dynamic",
+    )
     state_block_cache_mb: int = Field(
         64, description="RocksDB block cache per stage-1 partition (bloom filters + hot blocks)"
     )
@@ -68,6 +75,15 @@ class StreamSettings(BaseSettings):
 
     def state_path(self, settings: Settings) -> Path:
         return self.state_dir or settings.local_dir / "stream"
+
+    def group_instance_id(self, settings: Settings) -> str | None:
+        if self.instance_id == "none":
+            return None
+        if self.instance_id:
+            return self.instance_id
+        state = str(self.state_path(settings).resolve())
+        digest = hashlib.sha256(state.encode()).hexdigest()[:12]
+        return f"{socket.gethostname()}-{self.stages}-{digest}"
 
     def snapshot_root(self, settings: Settings) -> str:
         return self.snapshot_url or f"{settings.lake_root.rstrip('/')}/stream-state"

@@ -105,6 +105,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self._since_checkpoint = 0
         self._stopping = False
         self._writing: asyncio.Future | None = None  # the checkpoint being written, if any
+        self._stats_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -126,6 +127,9 @@ class StreamRunner(ConsumerRebalanceListener):
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.s.bootstrap,
             group_id=f"{self.ss.app_id}-{self.ss.stages}",
+            # static membership: a worker restarted on its own disk gets its partitions back
+            # without a rebalance (and without waiting for its old session to time out)
+            group_instance_id=self.ss.group_instance_id(self.s),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -320,7 +324,11 @@ class StreamRunner(ConsumerRebalanceListener):
                         # let I/O run between partitions: the fetcher's next requests and the
                         # checkpoint being written (it needs a few round trips to Kafka)
                         await asyncio.sleep(0)
-                    due = time.monotonic() - last_cp >= self.ss.checkpoint_interval_s
+                    now = time.monotonic()
+                    if now - self._stats_at >= 2:
+                        self._stats_at = now
+                        self._state_metrics()
+                    due = now - last_cp >= self.ss.checkpoint_interval_s
                     if due or self._since_checkpoint >= self.ss.checkpoint_max_events:
                         await self._settle()
                         taken = self._take(list(self.procs))
@@ -401,10 +409,6 @@ class StreamRunner(ConsumerRebalanceListener):
             due = self._snapshots_due([t.tp for t, _ in acked if t.local is None])
             taken = await asyncio.to_thread(_confirm_all, counters, due)
             self._upload(taken)
-            now = time.monotonic()
-            if now - getattr(self, "_stats_at", 0.0) >= 2:
-                self._stats_at = now
-                self._state_metrics()
         self._prune_local()
         if taken:
             try:

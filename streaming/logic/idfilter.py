@@ -72,7 +72,11 @@ class IdFilter:
             gen = _Generation(self.n_words)
             self.gens = {**self.gens, g: gen}
         index, mask = self._split(_hashes(block))
-        np.bitwise_or.at(gen.words, index, mask)
+        words = gen.words
+        words[index] |= mask  # a word indexed twice keeps one of its masks only:
+        lost = (words[index] & mask) != mask  # those few are OR-ed again, one by one in C
+        if lost.any():
+            np.bitwise_or.at(words, index[lost], mask[lost])
         gen.n += len(index)
 
     def may_contain(self, block: bytes) -> np.ndarray:

@@ -33,7 +33,9 @@ import struct
 import tempfile
 import uuid
 import weakref
+from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import msgspec
@@ -308,8 +310,8 @@ class IdStore:
                 continue
             raw = _MINUTE.pack(minute // MINUTE_MS)
             ordered = _sorted_block(block)  # in key order the write buffer takes them ~2x faster
-            for i in range(0, len(ordered), 16):
-                put(ordered[i : i + 16], raw, ids_h)
+            keys = [ordered[i : i + 16] for i in range(0, len(ordered), 16)]
+            deque(map(put, keys, repeat(raw), repeat(ids_h)), maxlen=0)  # (a loop: 0.3 us/id)
             live += len(block) // 16
             put(raw + _ADDED + tag, block, exp_h)
         for minute, keys in others:
