@@ -28,7 +28,7 @@ from clickagg_platform.settings import Settings
 from streaming import metrics as M
 from streaming.config import StreamSettings
 from streaming.logic.counter import ClickCounter, Outcome
-from streaming.logic.idstore import IdStore, StoreTuning
+from streaming.logic.idstore import IdStore, StoreMeta, StoreTuning
 from streaming.logic.iprate import IpRateFlagger, decode_batch
 from streaming.logic.routing import route_forwards
 from streaming.logic.windows import NO_WATERMARK, LatenessPolicy
@@ -58,22 +58,29 @@ _OUTCOME = {o: o.name.lower() for o in Outcome}
 _decode = msgspec.json.Decoder(ClickEvent).decode  # = model.decode_click, minus one call
 
 
-def _confirm_all(counters: list[tuple[ClickCounter, int]], snapshot: dict) -> list[tuple]:
-    """Flush acked deltas to the stores; then checkpoint the stores due for a snapshot (in the
-    same thread: no flush runs meanwhile, so each is exactly the state after its record)."""
+def _confirm_all(counters: list[tuple[ClickCounter, int]], due: list[tuple]) -> list[tuple]:
+    """Flush acked deltas to the stage-1 stores; then checkpoint the local states due for a
+    snapshot (in the same thread: no flush runs meanwhile, so each is exactly the state after
+    its changelog record). Returns (tp, checkpoint dir, lineage, StoreMeta) per snapshot."""
     for counter, changelog_offset in counters:
         counter.confirm(changelog_offset)
     taken = []
-    for counter, (tp, target) in snapshot.items():
+    for tp, target, proc, local in due:
         try:  # a snapshot that fails is only a later one (never a failed checkpoint)
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
-            counter.ids.checkpoint_to(target)
+            if local is None:  # stage 1: the store is the state
+                proc.ids.checkpoint_to(target)
+                lineage, meta = proc.ids.lineage, copy.copy(proc.ids.meta)
+            else:  # stage 2: its local deltas (pruned to the open minutes) are the state
+                local.checkpoint_to(target)
+                lineage = local.lineage
+                meta = StoreMeta(local.last_offset(), proc.next_offset, 0, seq=0)
         except Exception as exc:  # noqa: BLE001 - disk full, permissions: retried next time
             M.SNAPSHOT_FAILURES.inc()
             log.warning("snapshot checkpoint of %s failed: %r", tp, exc)
             continue
-        taken.append((tp, target, counter.ids.lineage, copy.copy(counter.ids.meta)))
+        taken.append((tp, target, lineage, meta))
     return taken
 
 
@@ -195,6 +202,12 @@ class StreamRunner(ConsumerRebalanceListener):
                 delay = min(delay * 2, 10.0)
 
     def _close_state(self, tp: TP) -> None:
+        if tp.topic == self.topics.source:  # no stale series after a revoke
+            for gauge in (M.STATE_IDS, M.STATE_DISK_BYTES):
+                try:
+                    gauge.remove(tp.partition)
+                except KeyError:
+                    pass
         proc = self.procs.pop(tp, None)
         if isinstance(proc, ClickCounter):
             proc.ids.close()
@@ -238,10 +251,28 @@ class StreamRunner(ConsumerRebalanceListener):
                 )
             return counter
 
+        def reset_iprate(changelog: TP, begin: int, end: int):
+            """No or stale local deltas: those of the newest usable snapshot, else none."""
+            tp = by_changelog[changelog]
+            iprates[changelog][1].destroy()
+            path = self.topics.local_path(tp)
+            restored = None
+            if self.snapshots is not None:
+                restored = self.snapshots.restore(self._snapshot_name(tp), path, begin, end)
+            local = self.locals[tp] = LocalDeltas(path)
+            iprates[changelog] = (self._new_iprate(tp), local)
+            if restored is not None:
+                log.info(
+                    "%s: restored the snapshot at changelog offset %d",
+                    tp,
+                    restored.changelog_offset,
+                )
+            return iprates[changelog]
+
         try:
             applied = await recover_counters(self.s.bootstrap, counters, reset, self._progress)
             M.RECOVERY_DELTAS.labels("counter").inc(sum(applied.values()))
-            applied_ip = await recover(self.s.bootstrap, iprates)
+            applied_ip = await recover(self.s.bootstrap, iprates, reset_iprate)
             M.RECOVERY_DELTAS.labels("iprate").inc(sum(applied_ip.values()))
             applied.update(applied_ip)
         except BaseException:  # release the stores: the retry opens them again
@@ -405,8 +436,8 @@ class StreamRunner(ConsumerRebalanceListener):
                 t.local.put(meta.offset, t.delta, t.content_bound)
             M.CHECKPOINTS.inc()
         counters = [(t.proc, meta.offset) for t, meta in acked if t.local is None]
-        if counters:  # durable now: flush their ids to the local stores (RocksDB, off the loop)
-            due = self._snapshots_due([t.tp for t, _ in acked if t.local is None])
+        due = self._snapshots_due([t.tp for t, _ in acked])
+        if counters or due:  # durable now: flush ids to the local stores (RocksDB, off the loop)
             taken = await asyncio.to_thread(_confirm_all, counters, due)
             self._upload(taken)
         self._prune_local()
@@ -440,26 +471,27 @@ class StreamRunner(ConsumerRebalanceListener):
         self._pruned_at = now
         for tp, proc in self.procs.items():
             if tp in self.locals and proc.watermark != NO_WATERMARK:
-                cut = expired_before(
-                    proc.watermark, self.ss.horizon_ms, self.ss.allowed_lateness_ms
-                )
+                # stage 2 keeps minutes until allowed lateness closes them (not the dedup
+                # horizon: before, every restart re-applied a day of its deltas)
+                cut = expired_before(proc.watermark, 0, self.ss.allowed_lateness_ms)
                 self.locals[tp].prune(cut)
 
     # --- snapshots (streaming/snapshots.py) ---------------------------------------------------
     def _snapshot_name(self, tp: TP) -> str:
         return f"{self.topics.changelog_of(tp).topic}-{tp.partition}"
 
-    def _snapshots_due(self, tps: list[TP]) -> dict:
-        """counter -> (tp, local checkpoint dir) for the partitions due for a snapshot."""
+    def _snapshots_due(self, tps: list[TP]) -> list[tuple]:
+        """(tp, local checkpoint dir, processor, stage 2's local deltas or None) for the
+        partitions due for a snapshot."""
         if self.snapshots is None:
-            return {}
-        now, due = time.monotonic(), {}
+            return []
+        now, due = time.monotonic(), []
         for tp in tps:
             at = self._snapshot_at.setdefault(tp, now)  # the first right after an assignment
             upload = self._uploads.get(tp)
             if now >= at and (upload is None or upload.done()) and tp in self.procs:
                 target = self.topics.state_dir / "snapshots" / self._snapshot_name(tp)
-                due[self.procs[tp]] = (tp, target)
+                due.append((tp, target, self.procs[tp], self.locals.get(tp)))
                 self._snapshot_at[tp] = now + self.ss.snapshot_interval_s
         return due
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import struct
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -58,11 +60,24 @@ class LocalDeltas:
         from rocksdict import Rdict
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = Rdict(str(path))
+        self.lineage = uuid.uuid4().hex[:12]  # (snapshots name its files by it)
 
     def items(self):
         for key, value in self._db.items():
             yield _KEY.unpack(key)[0], value[_BOUND.size :]
+
+    def last_offset(self) -> int | None:
+        """The newest changelog offset held, if any."""
+        newest = next(iter(self._db.keys(backwards=True)), None)
+        return None if newest is None else _KEY.unpack(newest)[0]
+
+    def checkpoint_to(self, target: Path) -> None:
+        """A consistent on-disk copy (hard links) of the deltas held (for snapshots)."""
+        from rocksdict import Checkpoint
+
+        Checkpoint(self._db).create_checkpoint(str(target))
 
     def put(self, changelog_offset: int, delta: bytes, bound: int) -> None:
         self._db[_KEY.pack(changelog_offset)] = _BOUND.pack(bound) + delta
@@ -82,7 +97,13 @@ class LocalDeltas:
         return len(doomed)
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def destroy(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 _SLICE_BYTES = 8 << 20  # changelog bytes applied per thread hop
@@ -165,43 +186,73 @@ async def recover_counters(
     return applied
 
 
+def _apply_local(proc, items) -> int:
+    return sum(proc.apply(delta) for _offset, delta in items)
+
+
+def _apply_and_keep(proc, local, msgs) -> int:
+    n = 0
+    for msg in msgs:
+        n += proc.apply(msg.value)
+        local.put(msg.offset, msg.value, proc.content_bound)
+    return n
+
+
+def _slices(items, size_of):
+    """Consecutive slices of about `_SLICE_BYTES` each."""
+    out, cur, size = [], [], 0
+    for item in items:
+        cur.append(item)
+        size += size_of(item)
+        if size >= _SLICE_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
 async def recover(
     bootstrap: str,
     targets: dict[TopicPartition, tuple[Recoverable, LocalDeltas]],
+    reset: Callable[[TopicPartition, int, int], tuple[Recoverable, LocalDeltas]] | None = None,
 ) -> dict[TopicPartition, int]:
-    """Rebuild each processor from local deltas + the changelog tail; returns deltas applied."""
-    applied: dict[TopicPartition, int] = {}
-    start: dict[TopicPartition, int] = {}
-    for tp, (proc, local) in targets.items():
-        last = -1
-        n = 0
-        for offset, delta in local.items():
-            n += proc.apply(delta)
-            last = offset
-            if n % 64 == 0:
-                await asyncio.sleep(0)  # heartbeats
-        applied[tp], start[tp] = n, last + 1
+    """Rebuild each stage-2 processor from its local deltas + the changelog after them; returns
+    deltas applied. Local deltas that the changelog no longer continues (retention passed them,
+    or the topic was recreated), or none at all, are replaced by `reset(tp, begin, end)`
+    (blocking: a snapshot's deltas, or an empty store). Applying runs in threads, a slice at a
+    time (stage 2's deltas hold every changed (ip, minute): heavy)."""
+    applied: dict[TopicPartition, int] = {tp: 0 for tp in targets}
     if not targets:
         return applied
     consumer = _changelog_consumer(bootstrap)
     await consumer.start()
     try:
-        consumer.assign(list(targets))
-        ends = await consumer.end_offsets(list(targets))
+        tps = list(targets)
+        consumer.assign(tps)
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
         pending = set()
-        for tp in targets:
-            if start[tp] < ends[tp]:
-                consumer.seek(tp, start[tp])
+        for tp in tps:
+            proc, local = targets[tp]
+            last = local.last_offset()
+            stale = last is not None and not begins[tp] <= last + 1 <= ends[tp]
+            if reset is not None and (stale or (last is None and ends[tp] > begins[tp])):
+                targets[tp] = await asyncio.to_thread(reset, tp, begins[tp], ends[tp])
+                proc, local = targets[tp]
+                last = local.last_offset()
+            for part in _slices(list(local.items()), lambda item: len(item[1])):
+                applied[tp] += await asyncio.to_thread(_apply_local, proc, part)
+            start = max(begins[tp], (last if last is not None else -1) + 1)
+            if start < ends[tp]:
+                consumer.seek(tp, start)
                 pending.add(tp)
         while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000)
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=500)
             for tp, msgs in batch.items():
                 proc, local = targets[tp]
-                for n, msg in enumerate(msgs):
-                    applied[tp] += proc.apply(msg.value)
-                    local.put(msg.offset, msg.value, proc.content_bound)
-                    if n % 64 == 63:
-                        await asyncio.sleep(0)  # heartbeats
+                for part in _slices(msgs, lambda m: len(m.value)):
+                    applied[tp] += await asyncio.to_thread(_apply_and_keep, proc, local, part)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)

@@ -17,7 +17,7 @@ import msgspec
 from clickagg_platform.model import ClickEvent
 from streaming.logic.counts import AbsoluteCounts, Row
 from streaming.logic.framing import pack, unpack
-from streaming.logic.idstore import Generation, IdStore, StoreMeta, id_key, other_key
+from streaming.logic.idstore import Generation, IdStore, StoreMeta, id_key
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
 
 
@@ -79,6 +79,26 @@ _forward_encoder = msgspec.msgpack.Encoder()
 _delta_decoder = msgspec.msgpack.Decoder(CounterDelta)
 _windows_decoder = msgspec.msgpack.Decoder(WindowState)
 _CHUNK = 2048  # records looked up in RocksDB at once (one multi-get)
+
+
+def _keys_of(eids: list[str | None], fromhex) -> tuple[list[bytes], bytes | None]:
+    """The store key of each event id (`idstore.id_key`), and all of them packed back to back
+    when every one is a canonical 32-digit hex id (the common case: one `fromhex` call for the
+    whole chunk, whose result is the packed block the filter reads). A chunk with any other id
+    (or an undecodable record: None, keyed b"" and never used) is keyed id by id."""
+    try:
+        joined = "".join(eids)
+    except TypeError:  # an undecodable record in the chunk
+        joined = ""
+    n = len(eids)
+    if len(joined) == 32 * n and joined.islower():
+        try:
+            packed = fromhex(joined)
+        except ValueError:
+            packed = b""
+        if len(packed) == 16 * n:  # (whitespace, which fromhex skips, would make it shorter)
+            return [packed[i : i + 16] for i in range(0, 16 * n, 16)], packed
+    return [b"" if e is None else id_key(e) for e in eids], None
 
 
 class ClickCounter:
@@ -178,32 +198,20 @@ class ClickCounter:
         try:
             for start in range(applied, len(records), _CHUNK):
                 chunk = records[start : start + _CHUNK]
-                evs, keys = [], []  # pass 1: decode, and the store key of each event id
-                all_ids = True  # every key a 16-byte id (the filter can answer for them)
+                evs, eids = [], []  # pass 1: decode
                 for rec in chunk:
                     try:
                         ev = decode(rec.value)
                     except Exception:  # noqa: BLE001 - a bad record is skipped
                         evs.append(None)
-                        keys.append(b"")
-                        all_ids = False
+                        eids.append(None)
                         continue
                     evs.append(ev)
-                    eid = ev.event_id  # = idstore.id_key, inlined
-                    if len(eid) == 32 and (eid.islower() or eid.isdigit()):
-                        try:
-                            key = fromhex(eid)
-                        except ValueError:
-                            key, all_ids = other_key(eid), False
-                        else:
-                            if len(key) != 16:
-                                key, all_ids = other_key(eid), False
-                    else:
-                        key, all_ids = other_key(eid), False
-                    keys.append(key)
-                if not all_ids:
+                    eids.append(ev.event_id)
+                keys, packed = _keys_of(eids, fromhex)
+                if packed is None:
                     gen.mixed = True
-                stored = lookup(keys, all_ids)  # filter, then one multi-get for the rest
+                stored = lookup(keys, packed)  # filter, then one multi-get for the rest
                 for rec, ev, key, raw in zip(chunk, evs, keys, stored, strict=True):
                     offset = rec.offset
                     if ev is None:

@@ -234,14 +234,14 @@ class IdStore:
             if key[4:5] == _ADDED:
                 self.filter.add_block(_MINUTE.unpack(key[:4])[0] * MINUTE_MS, value)
 
-    def lookup(self, keys: list[bytes], all_ids: bool = False) -> list[bytes | None]:
+    def lookup(self, keys: list[bytes], packed: bytes | None = None) -> list[bytes | None]:
         """RocksDB's value for each key, or None (`minute_of_value` reads a value). With
-        `all_ids` (every key is a 16-byte id) the filter rules most keys out and only the rest
-        are read (one multi-get). The caller checks `current` and `inflight` first: they are
-        newer than RocksDB."""
-        if not all_ids:
+        `packed` (every key is a 16-byte id, these are they back to back) the filter rules most
+        keys out and only the rest are read (one multi-get). The caller checks `current` and
+        `inflight` first: they are newer than RocksDB."""
+        if packed is None:
             return self._ids[keys]
-        maybe = np.flatnonzero(self.filter.may_contain(b"".join(keys))).tolist()
+        maybe = np.flatnonzero(self.filter.may_contain(packed)).tolist()
         out: list[bytes | None] = [None] * len(keys)
         if maybe:
             for i, raw in zip(maybe, self._ids[[keys[i] for i in maybe]], strict=True):
