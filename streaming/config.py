@@ -56,7 +56,9 @@ class StreamSettings(BaseSettings):
         8, description="RocksDB write buffer per stage-1 partition (x3 at most in memory)"
     )
     state_filter_mb: int = Field(
-        32, description="In-memory id filter per generation per stage-1 partition (x3 at most)"
+        16,
+        description="In-memory id filter per generation (half the dedup span) per stage-1"
+        " partition, at most 3 alive; ~10 bits per id of a generation keeps false positives ~1%",
     )
     snapshot_url: str = Field(
         "", description="Where stage-1 state snapshots go; default <lake>/stream-state"

@@ -44,6 +44,11 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _faust_instance_id(settings: Settings, ss: StreamSettings) -> str | None:
+    own = ss.group_instance_id(settings)
+    return None if own is None else f"{own}-faust"
+
+
 def make_app(
     app_id: str,
     web_port: int,
@@ -66,6 +71,9 @@ def make_app(
         # a SIGKILLed worker's membership must expire fast, or its restart waits to rejoin
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
+        # static membership for Faust's own group too (the control agent): a restart on the
+        # same disk must not wait for the dead member's session before "Worker Ready"
+        consumer_group_instance_id=_faust_instance_id(settings, ss),
         autodiscover=False,
     )
     holder: dict = {}

@@ -219,6 +219,7 @@ class StreamRunner(ConsumerRebalanceListener):
         """(Re)build partitions from their local state and changelog, resume each at its
         state's end. The CPU work runs in threads, a slice at a time (statelog.py), so the
         consumer keeps heartbeating while a large state is restored."""
+        t0 = time.monotonic()  # (opening the stores is part of recovering: WAL, filter)
         counters, iprates = {}, {}
         for tp in tps:
             self._close_state(tp)
@@ -229,7 +230,6 @@ class StreamRunner(ConsumerRebalanceListener):
                 local = LocalDeltas(self.topics.local_path(tp))
                 iprates[changelog] = (self._new_iprate(tp), local)
                 self.locals[tp] = local
-        t0 = time.monotonic()
         by_changelog = {self.topics.changelog_of(tp): tp for tp in tps}
 
         def reset(changelog: TP, begin: int, end: int) -> ClickCounter:
@@ -438,8 +438,7 @@ class StreamRunner(ConsumerRebalanceListener):
         counters = [(t.proc, meta.offset) for t, meta in acked if t.local is None]
         due = self._snapshots_due([t.tp for t, _ in acked])
         if counters or due:  # durable now: flush ids to the local stores (RocksDB, off the loop)
-            taken = await asyncio.to_thread(_confirm_all, counters, due)
-            self._upload(taken)
+            self._upload(await asyncio.to_thread(_confirm_all, counters, due))
         self._prune_local()
         if taken:
             try:

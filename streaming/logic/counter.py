@@ -17,7 +17,7 @@ import msgspec
 from clickagg_platform.model import ClickEvent
 from streaming.logic.counts import AbsoluteCounts, Row
 from streaming.logic.framing import pack, unpack
-from streaming.logic.idstore import Generation, IdStore, StoreMeta, id_key
+from streaming.logic.idstore import Generation, IdStore, StoreMeta, id_key, split_keys
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
 
 
@@ -97,7 +97,7 @@ def _keys_of(eids: list[str | None], fromhex) -> tuple[list[bytes], bytes | None
         except ValueError:
             packed = b""
         if len(packed) == 16 * n:  # (whitespace, which fromhex skips, would make it shorter)
-            return [packed[i : i + 16] for i in range(0, 16 * n, 16)], packed
+            return split_keys(packed), packed
     return [b"" if e is None else id_key(e) for e in eids], None
 
 

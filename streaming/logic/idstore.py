@@ -28,6 +28,7 @@ size), whatever the number of ids (`StoreTuning`).
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import tempfile
@@ -84,7 +85,7 @@ class StoreTuning:
     write_buffer_bytes: int = 8 << 20
     write_buffers: int = 3
     bloom_bits_per_key: float = 10.0
-    filter_bytes_per_generation: int = 32 << 20  # x3 alive at most (`IdFilter`)
+    filter_bytes_per_generation: int = 16 << 20  # x3 alive at most (`IdFilter`)
 
 
 class StoreMeta(msgspec.Struct, array_like=True):
@@ -137,9 +138,13 @@ def _sorted_block(block: bytes) -> bytes:
     return np.sort(np.frombuffer(block, dtype="S16")).tobytes()
 
 
+_SIXTEEN = re.compile(b".{16}", re.S)
+
+
 def split_keys(block: bytes) -> list[bytes]:
-    """A packed block of 16-byte keys back into keys."""
-    return [block[i : i + 16] for i in range(0, len(block), 16)]
+    """A packed block of 16-byte keys back into keys (a regex splits in C: faster than slicing
+    in a comprehension)."""
+    return _SIXTEEN.findall(block)
 
 
 _keys_enc = msgspec.msgpack.Encoder()
@@ -219,10 +224,8 @@ class IdStore:
         b.set_pin_top_level_index_and_filter(True)
         if bloom:
             b.set_bloom_filter(t.bloom_bits_per_key, False)
-            # most lookups are misses that reach the write buffers first: a bloom filter there
-            # too (without it a miss walked the skiplist: 1.9 us per click instead of ~0.4)
-            o.set_memtable_whole_key_filtering(True)
-            o.set_memtable_prefix_bloom_ratio(0.1)
+            # (no bloom filter in the write buffers: the in-memory `IdFilter` screens lookups
+            # now, and the buffer's filter cost 0.2 us per id written)
         o.set_block_based_table_factory(b)
         return o
 
@@ -310,7 +313,7 @@ class IdStore:
                 continue
             raw = _MINUTE.pack(minute // MINUTE_MS)
             ordered = _sorted_block(block)  # in key order the write buffer takes them ~2x faster
-            keys = [ordered[i : i + 16] for i in range(0, len(ordered), 16)]
+            keys = _SIXTEEN.findall(ordered)  # the keys, split in C
             deque(map(put, keys, repeat(raw), repeat(ids_h)), maxlen=0)  # (a loop: 0.3 us/id)
             live += len(block) // 16
             put(raw + _ADDED + tag, block, exp_h)
