@@ -112,6 +112,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self._since_checkpoint = 0
         self._stopping = False
         self._writing: asyncio.Future | None = None  # the checkpoint being written, if any
+        self._recoveries: set[asyncio.Future] = set()  # assignments being recovered
         self._stats_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class StreamRunner(ConsumerRebalanceListener):
         self.consumer.subscribe(topics, listener=self)
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping = True  # (a recovery in progress finishes first: it holds the lock)
         try:
             async with self.lock:
                 await self._settle()
@@ -187,8 +188,30 @@ class StreamRunner(ConsumerRebalanceListener):
             log.info("revoked %s", sorted((t.topic, t.partition) for t in mine))
 
     async def on_partitions_assigned(self, assigned) -> None:
+        """Pause the new partitions and recover them in the background. aiokafka sends no
+        heartbeats while this listener runs (its heartbeat task starts after it returns), so a
+        recovery here that outlasted the session timeout (10 s: a few million ids) got the
+        worker dropped from the group, over and over (issue 11). The other partitions keep
+        being consumed meanwhile."""
+        new = {tp for tp in assigned if tp not in self.procs}
+        if not new:
+            return
+        self.consumer.pause(*new)
+        task = asyncio.ensure_future(self._recover_assigned(new))
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _recover_assigned(self, tps: set[TP]) -> None:
         async with self.lock:
-            await self._load_until_ok({tp for tp in assigned if tp not in self.procs})
+            mine = self.consumer.assignment()
+            tps = {tp for tp in tps if tp in mine and tp not in self.procs}  # still ours
+            if not tps:
+                return
+            try:
+                await self._load_until_ok(tps)
+            finally:
+                mine = self.consumer.assignment()
+                self.consumer.resume(*(tp for tp in tps if tp in mine))
 
     async def _load_until_ok(self, tps: set[TP]) -> None:
         """Never consume a partition without its state: retry recovery until it succeeds."""
