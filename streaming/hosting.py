@@ -44,11 +44,6 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _faust_instance_id(settings: Settings, ss: StreamSettings) -> str | None:
-    own = ss.group_instance_id(settings)
-    return None if own is None else f"{own}-faust"
-
-
 def make_app(
     app_id: str,
     web_port: int,
@@ -69,11 +64,12 @@ def make_app(
         processing_guarantee="at_least_once",  # see docs/streaming.md: no Kafka transactions
         topic_disable_leader=True,
         # a SIGKILLed worker's membership must expire fast, or its restart waits to rejoin
-        broker_session_timeout=10.0,
+        # Faust's own group (the control agent) only: a restarted worker is "Ready" once the
+        # dead member's session expired, so keep it at the broker's minimum (6 s). No static
+        # membership here: Faust's assignor asserts that the assignment it gets back names its
+        # own web URL, which a static member's old assignment does not after a restart.
+        broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
-        # static membership for Faust's own group too (the control agent): a restart on the
-        # same disk must not wait for the dead member's session before "Worker Ready"
-        consumer_group_instance_id=_faust_instance_id(settings, ss),
         autodiscover=False,
     )
     holder: dict = {}
