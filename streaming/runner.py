@@ -293,9 +293,12 @@ class StreamRunner(ConsumerRebalanceListener):
             return iprates[changelog]
 
         try:
+            t_open = time.monotonic()
             applied = await recover_counters(self.s.bootstrap, counters, reset, self._progress)
+            t_stage1 = time.monotonic()
             M.RECOVERY_DELTAS.labels("counter").inc(sum(applied.values()))
             applied_ip = await recover(self.s.bootstrap, iprates, reset_iprate)
+            t_stage2 = time.monotonic()
             M.RECOVERY_DELTAS.labels("iprate").inc(sum(applied_ip.values()))
             applied.update(applied_ip)
         except BaseException:  # release the stores: the retry opens them again
@@ -321,10 +324,15 @@ class StreamRunner(ConsumerRebalanceListener):
         M.RECOVERY_SECONDS.set(took)
         self._state_metrics()
         log.info(
-            "assigned %s: %d deltas applied in %.2fs",
+            "assigned %s: %d deltas applied in %.2fs (open %.2fs, stage 1 %.2fs, stage 2 %.2fs,"
+            " %d ids)",
             sorted((t.topic, t.partition) for t in tps),
             sum(applied.values()),
             took,
+            t_open - t0,
+            t_stage1 - t_open,
+            t_stage2 - t_stage1,
+            sum(c.ids.meta.live_ids for c in counters.values()),
         )
 
     def _progress(self, changelog: TP, position: int, end: int) -> None:
