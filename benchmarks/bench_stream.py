@@ -533,7 +533,13 @@ CPU-second" divides by the user + system time of the measured process alone. Eac
 worker run reads the whole topic with a fresh app id and must end with ClickHouse totals equal
 to the benchmark's own recount. The archiver run reads the same topic into a fresh local
 lake (rows/s until every complete block is written), then the lake must hold each offset
-exactly once. The load average row shows what else ran on the machine.
+exactly once. The baseline row runs the in-memory stage 1 of the commit before the RocksDB
+store (a git worktree, same virtualenv) over the same topic, pinned to the same core. The
+"with N M ids in state" run reads a second topic of N M distinct ids then 1 M clicks made as
+above, and its rate is over those last 1 M records (benchmarks/bench_stream_state.py); the
+restart rows SIGKILL that worker and time a new one from process start until it processed a
+click sent after the kill, on its own state dir and on an empty one (snapshots every 60 s in
+that run). The load average row shows what else ran on the machine.
 
 | measure | value | target |
 |---|---|---|
