@@ -21,6 +21,7 @@ session timeout, was kicked out, and started again: issue 11).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import struct
@@ -120,6 +121,18 @@ def _changelog_consumer(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
+@contextlib.asynccontextmanager
+async def _changelog(bootstrap: str, tps: list[TopicPartition]):
+    """A consumer assigned to the changelog partitions, with their (begin, end) offsets."""
+    consumer = _changelog_consumer(bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        yield consumer, await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+
+
 def _apply_slice(counter, msgs) -> int:
     return sum(counter.apply(m.value, m.offset) for m in msgs)
 
@@ -140,15 +153,9 @@ async def recover_counters(
     applied = {tp: 0 for tp in targets}
     if not targets:
         return applied
-    consumer = _changelog_consumer(bootstrap)
-    await consumer.start()
-    try:
-        tps = list(targets)
-        consumer.assign(tps)
-        begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        pending = set()
-        for tp in tps:
+    async with _changelog(bootstrap, list(targets)) as (consumer, begins, ends):
+        starts = {}
+        for tp in list(targets):
             start = targets[tp].ids.meta.changelog_offset + 1
             stale = start < begins[tp] or start > ends[tp]
             if stale and start > 0:
@@ -162,28 +169,37 @@ async def recover_counters(
             if stale or (start == 0 and ends[tp] > begins[tp]):
                 targets[tp] = await asyncio.to_thread(reset, tp, begins[tp], ends[tp])
                 start = max(targets[tp].ids.meta.changelog_offset + 1, begins[tp])
-            if start < ends[tp]:
-                consumer.seek(tp, start)
-                pending.add(tp)
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=2000)
-            for tp, msgs in batch.items():
-                i = 0
-                while i < len(msgs):  # a thread hop per slice: the loop runs in between
-                    j, size = i, 0
-                    while j < len(msgs) and size < _SLICE_BYTES:
-                        size += len(msgs[j].value)
-                        j += 1
-                    applied[tp] += await asyncio.to_thread(_apply_slice, targets[tp], msgs[i:j])
-                    i = j
-                if progress is not None and msgs:
-                    progress(tp, msgs[-1].offset + 1, ends[tp])
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
+            starts[tp] = start
+        await _read_to_end(
+            consumer,
+            starts,
+            ends,
+            lambda tp, msgs: _apply_slice(targets[tp], msgs),
+            applied,
+            progress,
+        )
     return applied
+
+
+async def _read_to_end(consumer, starts: dict, ends: dict, apply, applied: dict, progress=None):
+    """Read each changelog partition from its start to the end offset taken at the start,
+    handing `apply(tp, msgs)` (blocking: run in a thread) ~8 MiB at a time, so the event loop
+    runs between slices."""
+    pending = set()
+    for tp, start in starts.items():
+        if start < ends[tp]:
+            consumer.seek(tp, start)
+            pending.add(tp)
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=500)
+        for tp, msgs in batch.items():
+            for part in _slices(msgs, lambda m: len(m.value)):
+                applied[tp] += await asyncio.to_thread(apply, tp, part)
+            if progress is not None and msgs:
+                progress(tp, msgs[-1].offset + 1, ends[tp])
+        for tp in list(pending):
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
 
 
 def _apply_local(proc, items) -> int:
@@ -225,15 +241,9 @@ async def recover(
     applied: dict[TopicPartition, int] = {tp: 0 for tp in targets}
     if not targets:
         return applied
-    consumer = _changelog_consumer(bootstrap)
-    await consumer.start()
-    try:
-        tps = list(targets)
-        consumer.assign(tps)
-        begins = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        pending = set()
-        for tp in tps:
+    async with _changelog(bootstrap, list(targets)) as (consumer, begins, ends):
+        starts = {}
+        for tp in list(targets):
             proc, local = targets[tp]
             last = local.last_offset()
             stale = last is not None and not begins[tp] <= last + 1 <= ends[tp]
@@ -243,19 +253,12 @@ async def recover(
                 last = local.last_offset()
             for part in _slices(list(local.items()), lambda item: len(item[1])):
                 applied[tp] += await asyncio.to_thread(_apply_local, proc, part)
-            start = max(begins[tp], (last if last is not None else -1) + 1)
-            if start < ends[tp]:
-                consumer.seek(tp, start)
-                pending.add(tp)
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=500)
-            for tp, msgs in batch.items():
-                proc, local = targets[tp]
-                for part in _slices(msgs, lambda m: len(m.value)):
-                    applied[tp] += await asyncio.to_thread(_apply_and_keep, proc, local, part)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-    finally:
-        await consumer.stop()
+            starts[tp] = max(begins[tp], (last if last is not None else -1) + 1)
+        await _read_to_end(
+            consumer,
+            starts,
+            ends,
+            lambda tp, msgs: _apply_and_keep(*targets[tp], msgs),
+            applied,
+        )
     return applied

@@ -19,6 +19,8 @@ non-random ids spread too; keys of other lengths are never in the filter (always
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 _C1 = np.uint64(0x9E3779B97F4A7C15)
@@ -41,7 +43,11 @@ class _Generation:
     __slots__ = ("words", "n")
 
     def __init__(self, n_words: int) -> None:
-        self.words = np.zeros(n_words, dtype=np.uint64)
+        # an anonymous mapping of its own, not the heap: freed back to the system when the
+        # generation is dropped (glibc raised its mmap threshold after the first 16 MiB array
+        # was freed, put the next ones on the heap and kept their pages: the soak's RSS grew
+        # by a generation at each step)
+        self.words = np.frombuffer(mmap.mmap(-1, n_words * 8), dtype=np.uint64)
         self.n = 0  # keys added (for the false-positive estimate)
 
 
