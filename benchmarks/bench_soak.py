@@ -1,11 +1,11 @@
 """soak-stream (`make soak-stream`): the worker's state grows, plateaus, and its memory stays flat.
 
 Distinct event ids (32 hex digits) are sent at a steady rate with event_time = now to a fresh
-topic, each to a partition chosen here (crc32 of the key), so the soak knows per partition and
-minute what it sent. The worker runs with a shortened dedup horizon (`--horizon`, default
-600 s), its own app id and state dir. Its stage-1 store then grows for `1 min + horizon` (ids
-expire by event time: minute m goes once the watermark, max event time - 5 s, passes
-m + 1 min + horizon), and from then on holds between rate x (horizon + 5 s) and
+topic, each to a partition chosen here (murmur2 of the key, like Java), so the soak knows per
+partition and minute what it sent. The worker runs with a shortened dedup horizon
+(`--horizon`, default 600 s), its own app id and state dir. Its stage-1 store then grows for
+`1 min + horizon` (ids expire by event time: minute m goes once the watermark, max event
+time - 5 s, passes m + 1 min + horizon), and from then on holds between rate x (horizon + 5 s) and
 rate x (horizon + 65 s): each minute one minute of ids expires. Stage 2 (per-IP rule) and the
 windows keep `1 min + allowed lateness` (`--lateness`, default the worker's): the steady phase
 starts once both are full and lasts `--steady` seconds. Sampled every `--interval` s: worker
@@ -45,7 +45,6 @@ import sys
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +59,7 @@ from benchmarks.bench_stream import make_click, producer  # noqa: E402
 from benchmarks.procstat import cpu_seconds, rss_mib  # noqa: E402
 from clickagg_platform import clickhouse, kafka_admin  # noqa: E402
 from clickagg_platform.model import encode_click  # noqa: E402
+from clickagg_platform.partitioner import partition_for  # noqa: E402
 from clickagg_platform.settings import Settings  # noqa: E402
 from streaming.config import StreamSettings  # noqa: E402
 
@@ -103,7 +103,7 @@ class Feed:
             now = int(time.time() * 1000) if event_time is None else event_time
             ev = make_click(self.rng, self.sent + len(batch), now)
             key = ev.event_id.encode()
-            part = zlib.crc32(key) % parts
+            part = partition_for(key, parts)
             produce(topic, encode_click(ev), key=key, partition=part, on_delivery=self._report)
             batch.append((part, now))
         with self.lock:

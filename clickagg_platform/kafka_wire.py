@@ -9,8 +9,9 @@ the body. Record batches themselves are built by aiokafka's C builder (CRC-32C a
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import NamedTuple
+
+from clickagg_platform.partitioner import partition_for  # noqa: F401 - murmur2, like Java
 
 API_PRODUCE = 0
 API_METADATA = 3
@@ -55,13 +56,6 @@ class WireError(ValueError):
 
 def error_name(code: int) -> str:
     return ERROR_NAMES.get(code, f"KAFKA_ERROR_{code}")
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """librdkafka's default partitioner (`consistent_random`) for a keyed record: CRC-32 of the
-    key modulo the partition count. Every producer of the topic must agree on it: the stream
-    dedups per partition, so one `event_id` must always land on the same partition."""
-    return zlib.crc32(key) % partitions
 
 
 def _string(value: str) -> bytes:

@@ -23,6 +23,8 @@ def producer_config(bootstrap: str, linger_ms: float = 5, **overrides) -> dict:
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
+        # Kafka's standard placement (the Java client's): the stream dedups per partition
+        "partitioner": "murmur2_random",
         "linger.ms": linger_ms,
         "batch.num.messages": 10000,
         "compression.type": "lz4",

@@ -4,7 +4,6 @@ independent plain-Python recount of the billing rule to compare the batch agains
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
 
@@ -13,6 +12,7 @@ import pyarrow as pa
 from clickagg_platform import lake
 from clickagg_platform.loadgen import is_bot_user_agent
 from clickagg_platform.model import CLICK_FIELDS, ClickEvent
+from clickagg_platform.partitioner import partition_for
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -22,7 +22,7 @@ def place(events: list[ClickEvent], partitions: int = 3) -> dict[int, list[Click
     """Records per Kafka partition in offset order (partition from the key, like the producer)."""
     out: dict[int, list[ClickEvent]] = defaultdict(list)
     for ev in events:
-        out[zlib.crc32(ev.event_id.encode()) % partitions].append(ev)
+        out[partition_for(ev.event_id.encode(), partitions)].append(ev)
     return dict(out)
 
 

@@ -34,6 +34,7 @@ class KafkaSink:
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
+                "partitioner": "murmur2_random",  # like every producer of clicks
                 "linger.ms": 5,
                 "batch.num.messages": 10000,
                 "compression.type": "lz4",

@@ -33,7 +33,12 @@ class Placed:
 
 def produce(settings: Settings, events: list[ClickEvent], placed: Placed) -> None:
     p = Producer(
-        {"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "linger.ms": 5}
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",  # the platform's placement
+        }
     )
     errors = []
 

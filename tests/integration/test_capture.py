@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import zlib
 
 import httpx
 import msgspec
 import pytest
 
+from clickagg_platform.partitioner import murmur2_partition
 from clickagg_platform.settings import Settings
 from clickagg_platform.tokens import mint_token
 from tests.helpers import capture_server, read_topic
@@ -64,9 +64,9 @@ def test_clicks_through_http_land_in_kafka_exactly(settings, kafka_topic, tmp_pa
     for key, value, partition, _ in records:
         event = msgspec.json.decode(value)
         assert key.decode() == event["event_id"]
-        # every client puts an id on the same partition (CRC-32 of the key): the stream's
-        # per-partition dedup depends on it
-        assert partition == zlib.crc32(key) % settings.clicks_partitions
+        # every client puts an id on the same partition (Kafka's murmur2 of the key, like the
+        # Java client): the stream's per-partition dedup depends on it
+        assert partition == murmur2_partition(key, settings.clicks_partitions)
         by_id.setdefault(event["event_id"], []).append(event)
     assert set(by_id) == {expected_event_id(link["impression_id"]) for link in links}
     for link in links:

@@ -1,14 +1,16 @@
 """The capture's loop producer against a real broker: every acked record is in the topic on the
-partition librdkafka would pick; a dead or frozen broker fails records within the ack timeout
+partition Kafka's standard murmur2 partitioner picks (the Java client's and librdkafka's, both
+asked here); a dead or frozen broker fails records within the ack timeout
 and the producer comes back with the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+import subprocess
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from confluent_kafka import Producer
 
 from clickagg_platform import kafka_admin
 from clickagg_platform.loop_producer import LoopProducer
+from clickagg_platform.partitioner import murmur2_partition
+from clickagg_platform.producer import producer_config
+from clickagg_platform.settings import REPO_ROOT
 from tests.conftest import async_wait_until
 from tests.helpers import private_kafka, read_topic
 
@@ -36,13 +41,56 @@ async def warm_up(producer: LoopProducer, partitions: int) -> None:
     """One acked record on every partition (keys b"warm-up-<n>")."""
     for p in range(partitions):
         key = next(
-            k for k in (b"warm-up-%d" % i for i in range(10_000)) if zlib.crc32(k) % partitions == p
+            k
+            for k in (b"warm-up-%d" % i for i in range(10_000))
+            if murmur2_partition(k, partitions) == p
         )
         await produce_until_acked(producer, key, b"warm-up")
 
 
-def test_acked_records_land_once_on_librdkafkas_partition(settings, kafka_topic):
-    keys = [f"event-{i:05d}".encode() for i in range(3000)]
+JAVA_PLACEMENT = Path(__file__).parent / "java" / "KafkaPlacement.java"
+
+
+def java_placement(keys: list[bytes], partitions: int, bootstrap="", topic="") -> dict:
+    """key -> (Utils.toPositive(Utils.murmur2(key)) % n, BuiltInPartitioner.partitionForKey,
+    partition of the record a real KafkaProducer sent, or -1 without a topic): the Java client,
+    from the Kafka jars the broker runs on."""
+    libs = Path(os.environ.get("CLICKAGG_LOCAL_DIR", REPO_ROOT / ".local")) / "kafka" / "libs"
+    args = [str(partitions)] + ([bootstrap, topic] if topic else [])
+    out = subprocess.run(
+        ["java", "-cp", f"{libs}/*", str(JAVA_PLACEMENT), *args],
+        input="".join(f"k{k.hex()}\n" for k in keys),  # "k": the empty key is a line too
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in out.splitlines()]
+    assert len(rows) == len(keys), out[-2000:]
+    return {bytes.fromhex(h[1:]): (int(a), int(b), int(c)) for h, a, b, c in rows}
+
+
+def placement_keys(n: int, seed: int) -> list[bytes]:
+    """Event-id-like keys, any bytes of lengths 1..40, and non-ASCII UTF-8."""
+    rng = random.Random(seed)
+    keys = [f"event-{i:05d}".encode() for i in range(n)]
+    keys += [rng.randbytes(length) for length in range(1, 41) for _ in range(5)]
+    keys += [f"clic-é-{i}-日本-🙂".encode() for i in range(50)]
+    return list(dict.fromkeys(keys))
+
+
+def test_java_client_hashes_like_the_reference_for_any_key():
+    rng = random.Random(7)
+    keys = [b""] + [rng.randbytes(length) for length in range(41) for _ in range(40)]
+    keys += ["événement-ü-日本-🙂".encode()[:n] for n in range(1, 30)]
+    keys = list(dict.fromkeys(keys))
+    for n in (6, 7, 1000):
+        java = java_placement(keys, n)
+        assert {k: java[k][:2] for k in keys} == {k: (murmur2_partition(k, n),) * 2 for k in keys}
+
+
+def test_acked_records_land_once_on_the_java_clients_partition(settings, kafka_topic):
+    keys = placement_keys(3000, seed=11)
 
     async def run():
         producer = LoopProducer(settings.bootstrap, kafka_topic, linger_ms=2, ack_timeout_s=10)
@@ -63,18 +111,21 @@ def test_acked_records_land_once_on_librdkafkas_partition(settings, kafka_topic)
     assert sorted((k, v) for k, v, _, _ in records) == sorted(
         (k, b"value-%d" % i) for i, k in enumerate(keys)
     )
-    # the partition is librdkafka's default for the key (CRC-32 modulo the partition count),
-    # written out here independently of kafka_wire.partition_for
+    # the partition is Kafka's murmur2 of the key (the plain reference, not the fast path)
     partitions = settings.clicks_partitions
-    assert all(p == zlib.crc32(k) % partitions for k, _, p, _ in records)
-    # and librdkafka itself agrees: the spool drain, the load generator and any other producer
-    # must put one event_id on one partition, or the stream's per-partition dedup misses it
+    placed = {k: p for k, _, p, _ in records}
+    assert placed == {k: murmur2_partition(k, partitions) for k in keys}
+    # librdkafka as the platform configures it (murmur2_random: the spool drain's librdkafka
+    # client, the load generator) agrees: one event_id, one partition, whoever writes it
     seen = {}
-    lib = Producer({"bootstrap.servers": settings.bootstrap})
-    for key in keys[:200]:
+    lib = Producer(producer_config(settings.bootstrap))
+    for key in keys:
         lib.produce(kafka_topic, b"again", key, on_delivery=lambda e, m: seen.update({m.key(): m}))
-    lib.flush(30)
-    assert all(seen[k].partition() == zlib.crc32(k) % partitions for k in keys[:200])
+    assert lib.flush(30) == 0
+    assert {k: m.partition() for k, m in seen.items()} == placed
+    # and so does the Java client, really sending the records (a JVM replay tool, Connect, ...)
+    java = java_placement(keys, partitions, settings.bootstrap, kafka_topic)
+    assert {k: java[k] for k in keys} == {k: (p, p, p) for k, p in placed.items()}
 
 
 def test_broker_outage_fails_in_time_and_producer_returns(settings, tmp_path):
@@ -164,7 +215,7 @@ def test_added_partitions_are_picked_up(settings, kafka_topic):
         await async_wait_until(
             lambda: producer.up and producer._partitions == grown, 30, "the new partitions"
         )
-        key = next(k for k in (b"k%d" % i for i in range(1000)) if zlib.crc32(k) % grown >= 6)
+        key = next(k for k in (b"k%d" % i for i in range(1000)) if murmur2_partition(k, grown) >= 6)
         await produce_until_acked(producer, key, b"2")
         await producer.close()
         return key
@@ -173,8 +224,8 @@ def test_added_partitions_are_picked_up(settings, kafka_topic):
     records = read_topic(settings.bootstrap, kafka_topic, expected=2)
     # (a retried record may be there twice: failed, yet written)
     assert {(k, p) for k, _, p, _ in records} == {
-        (b"a", zlib.crc32(b"a") % settings.clicks_partitions),
-        (key, zlib.crc32(key) % (settings.clicks_partitions + 2)),
+        (b"a", murmur2_partition(b"a", settings.clicks_partitions)),
+        (key, murmur2_partition(key, settings.clicks_partitions + 2)),
     }
 
 

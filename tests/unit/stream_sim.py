@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 
 from clickagg_platform.loadgen import BOT_USER_AGENTS, NORMAL_USER_AGENTS, is_bot_user_agent
 from clickagg_platform.model import ClickEvent
+from clickagg_platform.partitioner import murmur2_partition
 
 MIN = 60_000
 
@@ -76,7 +77,7 @@ def _click(rng: random.Random, key: str, et: int, recv: int, ip: str, ua: str) -
 
 
 def partition_of(event_id: str, partitions: int) -> int:
-    return zlib.crc32(event_id.encode()) % partitions
+    return murmur2_partition(event_id.encode(), partitions)  # the reference, not the fast path
 
 
 def expected_billable(

@@ -100,7 +100,7 @@ def test_init_producer_id_v0():
     assert wire.parse_init_producer_id(response) == (0, 4242, 0)
 
 
-def test_partition_is_crc32_of_the_key():
-    # CRC-32 check value from the CRC catalogue: crc32("123456789") = 0xCBF43926
-    assert wire.partition_for(b"123456789", 1 << 32) == 0xCBF43926
-    assert wire.partition_for(b"123456789", 6) == 0xCBF43926 % 6
+def test_partition_is_kafkas_murmur2_of_the_key():
+    # vectors of Kafka's own UtilsTest.testMurmur2 (Java's signed result), then toPositive % n
+    assert wire.partition_for(b"21", 1 << 30) == (-973932308 & 0x7FFFFFFF) % (1 << 30)
+    assert wire.partition_for(b"foobar", 6) == (-790332482 & 0x7FFFFFFF) % 6
