@@ -31,13 +31,18 @@ class Placed:
         return {p: [ev for _, ev in sorted(recs)] for p, recs in self.records.items()}
 
 
-def produce(settings: Settings, events: list[ClickEvent], placed: Placed) -> None:
+def produce(
+    settings: Settings,
+    events: list[ClickEvent],
+    placed: Placed,
+    partitioner: str = "murmur2_random",  # the platform's; "consistent_random" = before it
+) -> None:
     p = Producer(
         {
             "bootstrap.servers": settings.bootstrap,
             "enable.idempotence": True,
             "linger.ms": 5,
-            "partitioner": "murmur2_random",  # the platform's placement
+            "partitioner": partitioner,
         }
     )
     errors = []
