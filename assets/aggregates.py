@@ -7,6 +7,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+from assets import first_seen
 from assets.common import (
     HOUR_MS,
     MINUTE_AGG_SCHEMA,
@@ -69,6 +70,17 @@ class ReconcileConfig(dg.Config):
     ip_rate_threshold: int | None = Field(None, description="Distinct clicks per ip-minute")
     out_of_orderness_s: float | None = Field(None, description="Stream watermark bound")
     allowed_lateness_s: float | None = Field(None, description="Stream allowed lateness")
+    use_index: bool = Field(
+        True,
+        description="Join the first-seen index of the horizon's earlier hours (False: re-read "
+        "every raw file of the horizon, the pre-index path: O(horizon) per run)",
+    )
+    full_recount: bool = Field(
+        False,
+        description="The DuckDB recount behind batch_total_matches_raw re-reads the whole "
+        "horizon's raw files (independent of the index) instead of joining the same index",
+    )
+    index_buckets: int = Field(16, description="Buckets of index hours built by this run")
 
 
 def reconcile_params(config: ReconcileConfig, start_ms: int, end_ms: int):
@@ -100,27 +112,36 @@ def load_raw(spark, paths: list[str]):
     return spark.read.parquet(*paths)
 
 
-def _reconcile_files(files, params, spark, lake_store, settings):
-    """Spark result rows and the DuckDB recount over exactly these raw files."""
+def _reconcile_files(files, params, spark, lake_store, settings, horizon, seen_urls, full):
+    """Spark result rows and the DuckDB recount over exactly these raw files (+ the index files
+    of earlier hours, `seen_urls`). `horizon`: the files of the horizon's hours (watermark
+    seeds; with `full`, the DuckDB recount reads all of them instead of the index)."""
     from pyspark.sql import functions as F
 
-    all_files = lake.raw_files(lake_store.url, lake_store.topic, settings)
-    seeds = watermark_seeds(files, all_files, lambda f: file_max_event_time(f, settings))
-    with lake_store.local_copies(files) as paths:
+    seeds = watermark_seeds(files, horizon, lambda f: file_max_event_time(f, settings))
+    with (
+        lake_store.local_copies(files) as paths,
+        lake_store.local_paths(seen_urls) as seen_paths,
+        lake_store.local_copies(horizon if full else []) as horizon_paths,
+    ):
         session = spark.session()
         seed_df = None
         if seeds:
             seed_df = session.createDataFrame(
                 seeds, "kafka_partition int, first long, last long, seed_max_t long"
             )
-        result = reconcile(load_raw(session, paths), params, seed_df)
+        seen_df = session.read.parquet(*seen_paths) if seen_paths else None
+        result = reconcile(load_raw(session, paths), params, seed_df, seen_df)
         rows = (
             result.withColumn("minute_ms", F.unix_millis("window_start"))
             .drop("window_start")
             .orderBy("minute_ms", "campaign_id", "ad_id", "advertiser_id")
             .collect()
         )
-        recount = duckdb_reconcile(paths, params)
+        if full:
+            recount = duckdb_reconcile(horizon_paths, params)
+        else:
+            recount = duckdb_reconcile(paths, params, seen_files=seen_paths)
     return rows, recount
 
 
@@ -146,7 +167,16 @@ def _run_with_relist(list_files, run, log, attempts: int = 3):
     partitions_def=hourly,
     backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=TRANSIENT,
-    deps=["raw_clicks"],
+    deps=[
+        "raw_clicks",
+        # lineage: an hour joins the index of the dedup horizon's earlier hours (24 by default)
+        dg.AssetDep(
+            "first_seen_index",
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-24, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
     kinds={"spark", "parquet", "clickhouse"},
     group_name="batch",
     check_specs=[TOTAL_CHECK, SCHEMA_CHECK],
@@ -169,11 +199,39 @@ def minute_aggregates(
         for h in hours
     }
     t0 = time.monotonic()
+    root, topic = lake_store.url, lake_store.topic
+    all_hours = horizon_hours(start_ms, end_ms, horizon_ms)
+    earlier = [h for h in all_hours if h < start_ms]
+    seen_urls, index_rows, rebuilt = [], 0, []
+    if config.use_index:
+        # the horizon's earlier hours come from the index (built here if missing or stale)
+        pointers, rebuilt = first_seen.current(
+            spark.session(),
+            lake_store,
+            settings,
+            earlier,
+            config.index_buckets,
+            context.run_id,
+            context.log,
+        )
+        for h in earlier:
+            seen_urls += first_seen.index_file_urls(root, topic, h, pointers[h], settings)
+            index_rows += pointers[h].rows
+        read_hours = hours
+    else:
+        read_hours = all_hours
     files, rows, recount = _run_with_relist(
-        lambda: raw_files_for(
-            lake_store.url, lake_store.topic, horizon_hours(start_ms, end_ms, horizon_ms), settings
+        lambda: raw_files_for(root, topic, read_hours, settings),
+        lambda files: _reconcile_files(
+            files,
+            params,
+            spark,
+            lake_store,
+            settings,
+            raw_files_for(root, topic, all_hours, settings),
+            seen_urls,
+            config.full_recount,
         ),
-        lambda files: _reconcile_files(files, params, spark, lake_store, settings),
         context.log,
     )
     spark_s = time.monotonic() - t0
@@ -246,6 +304,10 @@ def minute_aggregates(
             "stream_too_late": sum(r.stream_too_late for r in rows),
             "keys": len(rows),
             "raw_files_read": len(files),
+            "index_hours_joined": len(earlier) if config.use_index else 0,
+            "index_ids_joined": index_rows,
+            "index_hours_rebuilt": len(rebuilt),
+            "recount": "full horizon" if config.full_recount else "same inputs",
             "horizon_hours": horizon_ms // HOUR_MS,
             "reconcile_seconds": round(spark_s, 2),  # Spark job + DuckDB recount
             "clicks_per_second": round(clicks / spark_s, 1) if spark_s else 0.0,

@@ -16,7 +16,9 @@ DAY_CLOSE = (1, 30)  # billing at 01:30 UTC: every hour of the day reconciled + 
 
 reconcile_job = dg.define_asset_job(
     "reconcile_hours",
-    selection=dg.AssetSelection.assets("raw_clicks", "minute_aggregates", "drift_report"),
+    selection=dg.AssetSelection.assets(
+        "raw_clicks", "first_seen_index", "minute_aggregates", "drift_report"
+    ),
     partitions_def=hourly,
     description="Reconcile event hours from the raw archive and measure the hot path's drift",
 )

@@ -63,12 +63,14 @@ def batch_assets() -> list:
     from assets.aggregates import minute_aggregates
     from assets.billing import billing_daily
     from assets.drift import drift_report
+    from assets.first_seen import first_seen_index
     from assets.raw import campaign_catalog, hot_minute_aggregates, raw_clicks
 
     return [
         raw_clicks,
         hot_minute_aggregates,
         campaign_catalog,
+        first_seen_index,
         minute_aggregates,
         drift_report,
         billing_daily,

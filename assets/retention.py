@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from resources.clickhouse import ClickHouseResource
+from resources.lake import LakeResource
 
 
 class RetentionConfig(dg.Config):
@@ -37,9 +38,37 @@ def drop_expired_partitions(
     return names
 
 
-@dg.job(description="Drop ClickHouse partitions past their retention (no TTL on 18.16).")
+@dg.op(tags={"kind": "parquet"})
+def drop_expired_index_hours(
+    context: dg.OpExecutionContext, config: RetentionConfig, lake_store: LakeResource
+) -> list[str]:
+    """Drop first-seen index hours no reconcile can read again (horizon + 49 h)."""
+    from clickagg_platform import first_seen
+    from streaming.config import StreamSettings
+
+    now = datetime.now(UTC)
+    hours = first_seen.prune(
+        lake_store.url,
+        lake_store.topic,
+        int(now.timestamp() * 1000),
+        StreamSettings().horizon_ms,
+        lake_store.settings(),
+        dry_run=config.dry_run,
+    )
+    names = [f"{datetime.fromtimestamp(h / 1000, UTC):%Y-%m-%dT%H}" for h in hours]
+    context.add_output_metadata(
+        {"dropped": len(names), "hours": ", ".join(names) or "-", "dry_run": config.dry_run}
+    )
+    return names
+
+
+@dg.job(
+    description="Drop ClickHouse partitions past their retention (no TTL on 18.16) and "
+    "first-seen index hours past the dedup horizon."
+)
 def retention_job():
     drop_expired_partitions()
+    drop_expired_index_hours()
 
 
 retention_daily = dg.ScheduleDefinition(

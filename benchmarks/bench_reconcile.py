@@ -9,6 +9,17 @@ single-machine baseline), in the same run.
    timed from the read to the collected result (the session is started before the clock).
 3. DuckDB: `reconcile.duckdb_reconcile` over the same files, same parameters.
 Both results must be identical per (minute, advertiser, campaign, ad), else the run fails.
+4. One hour with the 24 h before it in the lake (the last hour of the generated span), three
+   ways: (a0) the hour's own files alone, no horizon (the floor); (a1) before the first-seen
+   index: the hour's files + every raw file of the 24 h horizon; (a2) with the index: the hour's
+   files + the index of the 24 earlier hours (built beforehand, untimed), and (a2+) the same plus
+   building the hour's own index (what an hourly run does). Rows read and wall time; (a1) and
+   (a2) must give identical results.
+5. The day hour by hour (c): for each hour, build its index and reconcile it joining the index of
+   the hours before; total time, and the sum must equal the whole-day run's result.
+The generated span is the day plus the hour before it, so every hour of the day has a full
+24 h horizon of data before it... except that the day's first hours have less (the span starts
+1 h before the day): (a) uses the day's last hour, whose 24 h horizon is fully populated.
 """
 
 from __future__ import annotations
@@ -54,20 +65,25 @@ def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.frombuffer(binascii.hexlify(raw), dtype="S32")
 
 
+SPAN0 = DAY0 - HOUR_MS  # the generated span: the hour before the day, then the day
+SPAN_MS = DAY_MS + HOUR_MS
+
+
 def generate(root: str, n: int, seed: int = 7) -> dict:
-    """Write n clicks of one day as raw archive files; returns what was generated."""
+    """Write n clicks over [SPAN0, SPAN0 + SPAN_MS) as raw archive files; returns what was
+    generated."""
     rng = np.random.default_rng(seed)
     n_dup = int(n * 0.05)
     n_unique = n - n_dup
     ids = _hex_ids(rng, n_unique)
-    t = np.sort(rng.integers(DAY0, DAY0 + DAY_MS, n_unique))
+    t = np.sort(rng.integers(SPAN0, SPAN0 + SPAN_MS, n_unique))
     late = rng.random(n_unique) < 0.05
-    t = np.where(late, np.maximum(DAY0, t - rng.integers(10_000, 1_200_000, n_unique)), t)
+    t = np.where(late, np.maximum(SPAN0, t - rng.integers(10_000, 1_200_000, n_unique)), t)
     ip = rng.integers(0, 2_000_000, n_unique)
     # bursts: 300 IPs x 45 clicks each inside one minute
     burst_idx = rng.choice(n_unique, 300 * 45, replace=False)
     burst_ip = 10_000_000 + np.repeat(np.arange(300), 45)
-    burst_minute = np.repeat(rng.integers(DAY0 // 60_000, (DAY0 + DAY_MS) // 60_000, 300), 45)
+    burst_minute = np.repeat(rng.integers(SPAN0 // 60_000, (SPAN0 + SPAN_MS) // 60_000, 300), 45)
     ip[burst_idx] = burst_ip
     t[burst_idx] = burst_minute * 60_000 + rng.integers(0, 60_000, len(burst_idx))
     ua_pool = np.array(NORMAL_USER_AGENTS + BOT_USER_AGENTS, dtype=object)
@@ -135,6 +151,7 @@ def main(
     clicks: int = typer.Option(10_000_000, help="Clicks in the day"),
     workdir: Path = typer.Option(None, help="Where to generate (default: a temp dir)"),  # noqa: B008
     record: bool = typer.Option(True, help="Write the result into docs/benchmarks.md"),
+    by_hour: bool = typer.Option(True, help="Also the hour and hour-by-hour runs (4, 5)"),
 ) -> None:
     from resources.spark import get_spark
 
@@ -176,6 +193,7 @@ def main(
             raise SystemExit(f"Spark and DuckDB disagree, e.g. {diff}")
         billable = sum(v[0] for v in got.values())
         fraud = sum(v[1] for v in got.values())
+        hourly = hour_runs(spark, root, got, by_hour, console) if by_hour else []
         result = [
             ("clicks in the day (raw records)", f"{clicks:,}"),
             ("raw files / duplicates", f"{gen['files']} / {gen['duplicates']:,}"),
@@ -185,6 +203,7 @@ def main(
             ("DuckDB wall time", f"{duck_s:.1f} s"),
             ("DuckDB clicks/s", f"{clicks / duck_s:,.0f}"),
             ("Spark time / DuckDB time", f"{spark_s / duck_s:.1f}x"),
+            *hourly,
         ]
         table = Table(title="bench-reconcile")
         table.add_column("measure")
@@ -197,6 +216,120 @@ def main(
     finally:
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rows(paths: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def _keyed(rows) -> dict:
+    return {
+        (
+            int(r.window_start.replace(tzinfo=UTC).timestamp() * 1000),
+            r.advertiser_id,
+            r.campaign_id,
+            r.ad_id,
+        ): (r.clicks, r.fraud_clicks)
+        for r in rows
+    }
+
+
+def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str]]:
+    """Steps 4 and 5 of the module doc: the hour with its horizon, before/after the index, and
+    the day hour by hour. Uses the asset's own index build (`assets.first_seen.build`)."""
+    from assets.first_seen import build, index_file_urls
+    from resources.lake import LakeResource
+
+    store = LakeResource(url=root, topic=TOPIC)
+    st = store.settings()
+
+    def files_of(hours) -> list[str]:
+        found = []
+        for h in hours:
+            found += lake.hour_files(root, TOPIC, datetime.fromtimestamp(h / 1000, UTC))
+        resolved = lake.resolve_blocks(list({f.url: f for f in found}.values()))
+        return [f.url.removeprefix("file://") for f in resolved]
+
+    def timed(fn):
+        t0 = time.monotonic()
+        out = fn()
+        return out, time.monotonic() - t0
+
+    hour = DAY0 + 23 * HOUR_MS
+    earlier = list(range(hour - 24 * HOUR_MS, hour, HOUR_MS))
+    ptrs, index_all_s = timed(lambda: build(spark, store, st, earlier, 16, "bench"))
+    seen = [
+        u.removeprefix("file://")
+        for h in earlier
+        for u in index_file_urls(root, TOPIC, h, ptrs[h], st)
+    ]
+    index_rows = sum(p.rows for p in ptrs.values())
+    own, horizon = files_of([hour]), files_of(earlier + [hour])
+    params = ReconcileParams(hour, hour + HOUR_MS)
+    console.print(f"index of 24 h built in {index_all_s:.1f} s ({index_rows:,} ids)")
+
+    a0, a0_s = timed(lambda: _keyed(reconcile(spark.read.parquet(*own), params).collect()))
+    a1, a1_s = timed(lambda: _keyed(reconcile(spark.read.parquet(*horizon), params).collect()))
+
+    def with_index():
+        seen_df = spark.read.parquet(*seen)
+        return _keyed(reconcile(spark.read.parquet(*own), params, seen=seen_df).collect())
+
+    a2, a2_s = timed(with_index)
+    _, own_index_s = timed(lambda: build(spark, store, st, [hour], 16, "bench"))
+    if a1 != a2:
+        diff = [k for k in set(a1) | set(a2) if a1.get(k) != a2.get(k)][:5]
+        raise SystemExit(f"index path and horizon path disagree, e.g. {diff}")
+    if a2 != {k: v for k, v in whole_day.items() if hour <= k[0] < hour + HOUR_MS}:
+        raise SystemExit("the hour differs from the whole-day run's hour")
+    console.print(f"hour: own {a0_s:.1f} s, horizon {a1_s:.1f} s, index {a2_s:.1f} s")
+
+    # (c) the day hour by hour: build the hour's index, reconcile joining the earlier ones
+    day_total, merged, t_build, t_rec = 0.0, {}, 0.0, 0.0
+    for h in range(DAY0, DAY0 + DAY_MS, HOUR_MS):
+        _, b_s = timed(lambda h=h: build(spark, store, st, [h], 16, "bench"))
+        prev = [x for x in range(h - 24 * HOUR_MS, h, HOUR_MS) if x >= DAY0 - HOUR_MS]
+        urls = []
+        for x in prev:
+            from assets.first_seen import read_pointer
+
+            urls += index_file_urls(root, TOPIC, x, read_pointer(root, TOPIC, x, st), st)
+        paths = [u.removeprefix("file://") for u in urls]
+        p_h = ReconcileParams(h, h + HOUR_MS)
+
+        def one(h=h, paths=paths, p_h=p_h):
+            seen_df = spark.read.parquet(*paths) if paths else None
+            return _keyed(
+                reconcile(spark.read.parquet(*files_of([h])), p_h, seen=seen_df).collect()
+            )
+
+        part, r_s = timed(one)
+        merged.update(part)
+        t_build += b_s
+        t_rec += r_s
+    day_total = t_build + t_rec
+    if merged != whole_day:
+        raise SystemExit("the day hour by hour differs from the whole-day run")
+    console.print(f"day hour by hour: {day_total:.1f} s")
+    return [
+        ("(a) hour 23:00 with 24 h before it: raw rows read, own files only", f"{_rows(own):,}"),
+        ("(a) raw rows read, own + horizon files (before the index)", f"{_rows(horizon):,}"),
+        ("(a) rows read with the index (own raw + index ids)", f"{_rows(own) + index_rows:,}"),
+        ("(a0) hour, own files only, no horizon (floor)", f"{a0_s:.1f} s"),
+        ("(a1) hour + 24 h horizon re-read (before)", f"{a1_s:.1f} s ({a1_s / a0_s:.1f}x floor)"),
+        ("(a2) hour + index join (after)", f"{a2_s:.1f} s ({a2_s / a0_s:.1f}x floor)"),
+        (
+            "(a2+) hour + index join + build own index (an hourly run)",
+            f"{a2_s + own_index_s:.1f} s ({(a2_s + own_index_s) / a0_s:.1f}x floor)",
+        ),
+        ("index of 24 h: ids / build time (one job)", f"{index_rows:,} / {index_all_s:.1f} s"),
+        (
+            "(c) day hour by hour: total (index builds + reconciles)",
+            f"{day_total:.1f} s ({t_build:.1f} + {t_rec:.1f}), equals the whole-day result",
+        ),
+    ]
 
 
 def write_section(rows, clicks: int) -> None:

@@ -233,7 +233,8 @@ def retention(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be dropped"),
     hot_days: int = typer.Option(None, help="Override the hot table's retention (days)"),
 ) -> None:
-    """Drop ClickHouse partitions past their retention (18.16 has no TTL); billing is kept."""
+    """Drop ClickHouse partitions past their retention (18.16 has no TTL); billing is kept.
+    Also drops first-seen index hours older than the dedup horizon + 49 h."""
     from datetime import UTC, datetime
 
     from clickagg_platform import clickhouse
@@ -257,6 +258,18 @@ def retention(
     for d in drops:
         typer.echo(f"{verb} {d.table} partition {d.partition_id} ({d.day})")
     typer.echo(f"{len(drops)} partition(s) {verb}")
+    from clickagg_platform import first_seen
+    from streaming.config import StreamSettings
+
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    hours = first_seen.prune(
+        s.lake_root, s.clicks_topic, now_ms, StreamSettings().horizon_ms, s, dry_run=dry_run
+    )
+    for h in hours:
+        typer.echo(
+            f"{verb} first-seen index hour {datetime.fromtimestamp(h / 1000, UTC):%Y-%m-%dT%H}"
+        )
+    typer.echo(f"{len(hours)} first-seen index hour(s) {verb}")
 
 
 @app.command()

@@ -51,7 +51,7 @@ class ReconcileParams:
     allowed_lateness_ms: int = 600_000
 
 
-def reconcile(raw, params: ReconcileParams, seeds=None):
+def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
     """Raw records -> one row per (window_start, advertiser, campaign, ad) with a first copy in
     range: `clicks` billable, `fraud_clicks` not billed as fraud-like, `stream_too_late` billable
     clicks the stream's lateness policy excludes. `window_start` is a Spark TIMESTAMP (UTC).
@@ -59,7 +59,12 @@ def reconcile(raw, params: ReconcileParams, seeds=None):
     `seeds` (optional; columns kafka_partition, first, last, seed_max_t): per raw file given,
     the max event time of the partition's records before it that are NOT given (files without a
     marker in the range, found from Parquet statistics), so the stream's watermark is replayed
-    exactly without reading those files."""
+    exactly without reading those files.
+
+    `seen` (optional; columns event_id, kafka_partition, kafka_offset): first copies known from
+    outside `raw` (the first-seen index of the horizon's earlier hours). A first copy in `raw`
+    with an earlier copy in `seen` (lower (partition, offset)) is a duplicate, exactly as if
+    those records had been read."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -87,10 +92,21 @@ def reconcile(raw, params: ReconcileParams, seeds=None):
             .drop("seed_max_t")
         )
     by_id = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
+    firsts = records.withColumn("copy_no", F.row_number().over(by_id)).where(F.col("copy_no") == 1)
+    if seen is not None:
+        k = seen.select("event_id", "kafka_partition", "kafka_offset").alias("k")
+        earlier = (F.col("f.event_id") == F.col("k.event_id")) & (
+            (F.col("k.kafka_partition") < F.col("f.kafka_partition"))
+            | (
+                (F.col("k.kafka_partition") == F.col("f.kafka_partition"))
+                & (F.col("k.kafka_offset") < F.col("f.kafka_offset"))
+            )
+        )
+        firsts = firsts.alias("f").join(k, earlier, "left_anti")
     firsts = (
-        records.withColumn("copy_no", F.row_number().over(by_id))
-        .where(F.col("copy_no") == 1)
-        .withColumn("minute", F.col("event_time") - F.pmod(F.col("event_time"), F.lit(MINUTE_MS)))
+        firsts.withColumn(
+            "minute", F.col("event_time") - F.pmod(F.col("event_time"), F.lit(MINUTE_MS))
+        )
         # minutes never straddle the range's whole-minute bounds: filter before the ip count
         .where((F.col("event_time") >= p.start_ms) & (F.col("event_time") < p.end_ms))
     )
@@ -120,30 +136,30 @@ def reconcile(raw, params: ReconcileParams, seeds=None):
 
 
 def watermark_seeds(read: list, all_files: list, max_event_time) -> list[tuple[int, int, int, int]]:
-    """(partition, first, last, seed_max_t) per read file whose partition has files in between
-    that are not read: the max event time of those earlier unread files (`max_event_time(f)`
-    reads it from Parquet statistics). Files before the first read file are ignored: they hold
-    events older than the range's horizon and cannot move the watermark past its minutes."""
+    """(partition, first, last, seed_max_t) per read file whose partition has earlier files that
+    are not read: the max event time of those earlier unread files (`max_event_time(f)` reads it
+    from Parquet statistics). `all_files` = the files of the dedup horizon's hours (older files
+    hold older events: they cannot move the watermark past the range's minutes)."""
     read_keys = {(f.partition, f.first) for f in read}
     by_part: dict[int, list] = {}
     for f in read:
         by_part.setdefault(f.partition, []).append(f)
     out = []
     for part, files in by_part.items():
-        lo = min(f.first for f in files)
+        hi = max(f.first for f in files)
         gap = sorted(
             (
                 f
                 for f in all_files
-                if f.partition == part and f.first > lo and (f.partition, f.first) not in read_keys
+                if f.partition == part and f.first < hi and (f.partition, f.first) not in read_keys
             ),
             key=lambda f: f.first,
         )
         if not gap:
             continue
+        gap_max = [(g, max_event_time(g)) for g in gap]  # one footer read per file
         for f in sorted(files, key=lambda f: f.first):
-            before = [max_event_time(g) for g in gap if g.last < f.first]
-            before = [t for t in before if t is not None]
+            before = [t for g, t in gap_max if g.last < f.first and t is not None]
             if before:
                 out.append((part, f.first, f.last, max(before)))
     return out
@@ -159,7 +175,8 @@ def horizon_hours(start_ms: int, end_ms: int, horizon_ms: int) -> list[int]:
 
 # The same rule in SQL for DuckDB: the independent recount behind the `batch_total_matches_raw`
 # check and the single-machine baseline of `make bench-reconcile`. `{files}` is a list literal
-# of Parquet paths; the parameters are $start, $end, $threshold.
+# of Parquet paths, `{seen}` a query of earlier first copies (the first-seen index files); the
+# parameters are $start, $end, $threshold.
 DUCKDB_RECONCILE_SQL = """
 WITH records AS (
     SELECT DISTINCT ON (kafka_partition, kafka_offset)
@@ -172,11 +189,16 @@ firsts AS (
     SELECT * FROM records
     QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) = 1
 ),
+seen AS ({seen}),
 in_range AS (
     SELECT *, event_time - event_time % 60000 AS minute,
         regexp_matches(lower(user_agent), '{bot_regex}') AS bot
-    FROM firsts
+    FROM firsts f
     WHERE event_time >= $start AND event_time < $end
+      AND NOT EXISTS (
+        SELECT 1 FROM seen s WHERE s.event_id = f.event_id
+          AND (s.kafka_partition, s.kafka_offset) < (f.kafka_partition, f.kafka_offset)
+      )
 ),
 flagged AS (
     SELECT *, bot OR count(*) OVER (PARTITION BY ip_hash, minute) > $threshold AS fraud
@@ -193,18 +215,33 @@ SELECT * FROM final
 """
 
 
+NO_SEEN = "SELECT NULL::VARCHAR AS event_id, NULL::INTEGER AS kafka_partition, " + (
+    "NULL::BIGINT AS kafka_offset WHERE false"
+)
+
+
+def _listing(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
 def duckdb_reconcile(
-    files: list[str], params: ReconcileParams, con=None
+    files: list[str], params: ReconcileParams, con=None, seen_files: list[str] | None = None
 ) -> dict[tuple[int, str, str, str], tuple[int, int]]:
-    """{(minute_ms, advertiser, campaign, ad): (clicks, fraud_clicks)} over local Parquet files."""
+    """{(minute_ms, advertiser, campaign, ad): (clicks, fraud_clicks)} over local Parquet files;
+    `seen_files`: first-seen index files of earlier hours (their copies are earlier copies)."""
     import duckdb
 
     if not files:
         return {}
     con = con or duckdb.connect()
     bot = "|".join(re.escape(m.lower()) for m in BOT_UA_MARKERS)
-    listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    sql = DUCKDB_RECONCILE_SQL.format(files=listing, bot_regex=bot)
+    seen = NO_SEEN
+    if seen_files:
+        seen = (
+            "SELECT event_id, kafka_partition, kafka_offset "
+            f"FROM read_parquet({_listing(seen_files)})"
+        )
+    sql = DUCKDB_RECONCILE_SQL.format(files=_listing(files), bot_regex=bot, seen=seen)
     rows = con.execute(
         sql, {"start": params.start_ms, "end": params.end_ms, "threshold": params.ip_rate_threshold}
     ).fetchall()

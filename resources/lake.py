@@ -61,6 +61,22 @@ class LakeResource(dg.ConfigurableResource):
                 paths.append(str(dest))
             yield paths
 
+    @contextmanager
+    def local_paths(self, urls: list[str]):
+        """Local paths of any lake objects (the first-seen index files): as `local_copies`."""
+        if not self.is_s3:
+            yield [u.removeprefix("file://") for u in urls]
+            return
+        client = self.s3.get_client()
+        with tempfile.TemporaryDirectory(prefix="clickagg-lake-") as tmp:
+            paths = []
+            for i, url in enumerate(urls):
+                bucket, key = self._bucket_key(url)
+                dest = Path(tmp) / f"{i:06d}.parquet"
+                client.download_file(bucket, key, str(dest))
+                paths.append(str(dest))
+            yield paths
+
     def describe(self, url: str) -> dict:
         """Size (and ETag on S3) of a written object, for the materialisation metadata."""
         if self.is_s3:

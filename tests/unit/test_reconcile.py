@@ -171,3 +171,18 @@ def test_duckdb_recount_agrees(tmp_path, spark):
 def test_horizon_hours():
     assert horizon_hours(H0 + HOUR, H0 + 2 * HOUR, 2 * HOUR) == [H0 - HOUR, H0, H0 + HOUR]
     assert len(horizon_hours(H0, H0 + 24 * HOUR, 24 * HOUR)) == 48
+
+
+def test_watermark_seeds_cover_unread_files_before_and_between_the_read_ones():
+    from clickagg_platform.lake import RawFile
+    from clickagg_platform.reconcile import watermark_seeds
+
+    def f(p, first, last):
+        return RawFile(p, first, last, f"p{p}-{first}")
+
+    maxes = {"p0-0": 100, "p0-10": 500, "p0-20": 300, "p0-30": 900, "p1-0": 50, "p1-10": 70}
+    all_files = [f(0, 0, 9), f(0, 10, 19), f(0, 20, 29), f(0, 30, 39), f(1, 0, 9), f(1, 10, 19)]
+    read = [f(0, 20, 29), f(0, 40, 49), f(1, 0, 9)]
+    seeds = watermark_seeds(read, all_files, lambda g: maxes.get(g.url))
+    # p0: before 20 the unread 0 and 10 (max 500); before 40 also 30 (900); p1: nothing before
+    assert sorted(seeds) == [(0, 20, 29, 500), (0, 40, 49, 900)]
