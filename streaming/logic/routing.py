@@ -11,7 +11,10 @@ from streaming.logic.windows import NO_WATERMARK
 
 def ip_partition(ip_hash: str, partitions: int) -> int:
     """Stable across processes and Python runs (never the salted built-in `hash`).
-    `ClickCounter` routes each forward with this rule as it encodes it."""
+    `ClickCounter` routes each forward with this rule as it encodes it. CRC-32, not Kafka's
+    murmur2, on purpose: the by-ip topic is written only by stage 1 with explicit partitions and
+    read only by stage 2, so no Kafka partitioner or outside producer is involved, and CRC-32 is
+    ~0.4 us per event cheaper (docs/streaming.md, "Assumptions and limits")."""
     return zlib.crc32(ip_hash.encode()) % partitions
 
 
