@@ -351,6 +351,12 @@ def write_section(rows, clicks: int) -> None:
 `local[*]` (session started before the clock; read + dedup + fraud + aggregate + collect).
 DuckDB = the same rule in SQL over the same files (`reconcile.duckdb_reconcile`), the
 single-machine baseline. The run fails unless both give identical per-minute results.
+(a): the day's last hour with the 24 h before it in the lake: (a0) its own raw files only, no
+horizon (the floor); (a1) own files + every raw file of the horizon (the path before the
+first-seen index); (a2) own files + the index of the 24 earlier hours (built untimed); (a2+) plus
+building the hour's own index, i.e. what an hourly run does. (c): the day hour by hour, each hour
+building its index then reconciling against the earlier ones; the sum equals the whole-day run.
+Raw files of {BLOCK:,} offsets (the archiver's fixed blocks).
 
 | measure | value |
 |---|---|
