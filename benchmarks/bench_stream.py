@@ -96,6 +96,7 @@ def producer(settings: Settings):
         {
             "bootstrap.servers": settings.bootstrap,
             "enable.idempotence": True,
+            "partitioner": "murmur2_random",  # Kafka's standard placement, like the platform
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,

@@ -54,6 +54,7 @@ def fill_state_topic(settings: Settings, ids: int, measured: int, seed: int, pre
         {
             "bootstrap.servers": settings.bootstrap,
             "enable.idempotence": True,
+            "partitioner": "murmur2_random",  # Kafka's standard placement, like the platform
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
@@ -192,7 +193,7 @@ def _wait_snapshots(settings: Settings, metric, port: int, partitions: int) -> f
     progress takes one when due: a trickle of clicks keeps checkpoints coming meanwhile)."""
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": settings.bootstrap})
+    p = Producer({"bootstrap.servers": settings.bootstrap, "partitioner": "murmur2_random"})
     before = metric(port, "clickagg_stream_snapshots_total")
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -208,7 +209,11 @@ def _restart(settings: Settings, env: dict, core: int, log: Path, metric, port: 
     own clickagg_stream_recovery_seconds). The worker is stopped afterwards."""
     from confluent_kafka import Producer
 
-    _trickle(settings, Producer({"bootstrap.servers": settings.bootstrap}), 120)
+    _trickle(
+        settings,
+        Producer({"bootstrap.servers": settings.bootstrap, "partitioner": "murmur2_random"}),
+        120,
+    )
     t0 = time.perf_counter()
     proc = _start(env, core, log)
     try:

@@ -66,7 +66,7 @@ def produce(
 
 def produce_raw(settings: Settings, values: list[bytes]) -> list[tuple[int, int]]:
     """Produce raw values (e.g. garbage); returns their (partition, offset)."""
-    p = Producer({"bootstrap.servers": settings.bootstrap})
+    p = Producer({"bootstrap.servers": settings.bootstrap, "partitioner": "murmur2_random"})
     where: list[tuple[int, int]] = []
     for i, value in enumerate(values):
         p.produce(

@@ -72,6 +72,7 @@ class Traffic:
             {
                 "bootstrap.servers": settings.bootstrap,
                 "enable.idempotence": True,  # no reordering or duplicates from retries
+                "partitioner": "murmur2_random",  # the platform's placement
                 "linger.ms": 20,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
