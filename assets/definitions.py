@@ -54,6 +54,7 @@ def build_resources() -> dict:
         "spark": SparkResource(
             master=_env("CLICKAGG_SPARK_MASTER", "local[*]"),
             remote=_env("CLICKAGG_SPARK_REMOTE", ""),
+            conf=_env("CLICKAGG_SPARK_CONF", ""),
         ),
         "kafka": KafkaResource(bootstrap=bootstrap, topic=_env("CLICKAGG_CLICKS_TOPIC", "clicks")),
     }

@@ -19,15 +19,30 @@ _lock = threading.Lock()
 _sessions: dict[tuple, object] = {}
 
 
+def parse_conf(text: str) -> tuple[tuple[str, str], ...]:
+    """`key=value` pairs separated by whitespace or commas (CLICKAGG_SPARK_CONF) -> pairs.
+    A value cannot hold a comma or a space; settings that need one belong in the cluster's
+    spark-defaults.conf."""
+    pairs = []
+    for item in text.replace(",", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value:
+            raise ValueError(f"Spark setting {item!r} is not key=value (in {text!r})")
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
+
+
 def get_spark(
     master: str = "local[*]",
     remote: str = "",
     shuffle_partitions: int = 4,
     driver_memory: str = "3g",
     app_name: str = "clickagg-batch",
+    conf: tuple[tuple[str, str], ...] = (),
 ):
-    """The process-wide SparkSession for these settings (created once, reused)."""
-    key = (master, remote, shuffle_partitions, driver_memory)
+    """The process-wide SparkSession for these settings (created once, reused). `conf`: extra
+    settings applied last, so they override the local defaults set here."""
+    key = (master, remote, shuffle_partitions, driver_memory, tuple(conf))
     with _lock:
         spark = _sessions.get(key)
         if spark is not None:
@@ -51,6 +66,8 @@ def get_spark(
         builder = builder.config("spark.sql.session.timeZone", "UTC").config(
             "spark.sql.shuffle.partitions", str(shuffle_partitions)
         )
+        for name, value in conf:
+            builder = builder.config(name, value)
         spark = builder.getOrCreate()
         if not remote:
             spark.sparkContext.setLogLevel("ERROR")
@@ -65,6 +82,17 @@ class SparkResource(dg.ConfigurableResource):
     remote: str = Field("", description="Spark Connect URL (sc://host:15002); overrides master")
     shuffle_partitions: int = Field(4, description="spark.sql.shuffle.partitions")
     driver_memory: str = Field("3g", description="Driver JVM heap (local mode)")
+    conf: str = Field(
+        "",
+        description="Extra Spark settings, key=value separated by spaces or commas, applied "
+        "last (e.g. spark.executor.memory=4g spark.sql.shuffle.partitions=200)",
+    )
 
     def session(self):
-        return get_spark(self.master, self.remote, self.shuffle_partitions, self.driver_memory)
+        return get_spark(
+            self.master,
+            self.remote,
+            self.shuffle_partitions,
+            self.driver_memory,
+            conf=parse_conf(self.conf),
+        )
