@@ -300,10 +300,11 @@ def _register_submodules() -> None:
     """Commands that live in their own modules (imported lazily inside each command)."""
     from clickagg_platform.cli_batch import campaigns_import, reconcile_hour
     from clickagg_platform.cli_load import load
-    from clickagg_platform.cli_migrate import rekey_topic
+    from clickagg_platform.cli_migrate import placement, rekey_topic
 
     app.command("load")(load)
     app.command("rekey-topic")(rekey_topic)
+    app.command("placement")(placement)
     campaigns = typer.Typer(
         help="The campaign catalog (CPCs used by billing).", no_args_is_help=True
     )

@@ -1,5 +1,6 @@
-"""`clickagg rekey-topic OLD NEW`: the cut-over from the old CRC-32 placement to murmur2
-(registered by `cli.py`; the steps around it are in docs/operations.md)."""
+"""`clickagg rekey-topic OLD NEW`: the cut-over from the old CRC-32 placement to murmur2, and
+`clickagg placement TOPIC`, which tells how a topic was written (registered by `cli.py`; the
+steps around them are in docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,24 @@ def rekey_topic(
         typer.echo(
             f"hot table {s.clickhouse_database}.hot_clicks emptied: start the stream on {target}"
         )
+
+
+def placement(
+    topic: str = typer.Argument(..., help="Topic to inspect"),
+    sample: int = typer.Option(1000, help="Last records read per partition"),
+) -> None:
+    """Which partitioner wrote TOPIC (murmur2, crc32 or mixed), from its latest records."""
+    from clickagg_platform import rekey
+    from clickagg_platform.settings import get_settings
+
+    try:
+        found = rekey.placement(get_settings(), topic, sample)
+    except rekey.RekeyError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from err
+    typer.echo(
+        f"{topic}: {found.verdict} ({found.sampled} keyed records: {found.murmur2} on their "
+        f"murmur2 partition, {found.crc32} on their CRC-32 partition)"
+    )
+    if found.verdict in ("crc32", "mixed"):
+        typer.echo("move it with `clickagg rekey-topic` (docs/operations.md)")

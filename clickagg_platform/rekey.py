@@ -211,6 +211,45 @@ def rekey_topic(
     return result
 
 
+@dataclass
+class Placement:
+    """Of a sample of keyed records: how many sit where each partitioner would put them."""
+
+    sampled: int = 0
+    murmur2: int = 0
+    crc32: int = 0
+
+    @property
+    def verdict(self) -> str:
+        if not self.sampled:
+            return "empty"
+        if self.murmur2 == self.sampled:
+            return "murmur2"
+        if self.crc32 == self.sampled:
+            return "crc32"
+        return "mixed"
+
+
+def placement(settings: Settings, topic: str, per_partition: int = 1000) -> Placement:
+    """Which partitioner wrote `topic`: the last `per_partition` keyed records of each partition
+    checked against murmur2 and CRC-32 (a random key matches either with chance 1/partitions,
+    so a few hundred records settle it). "mixed" means both wrote it: dedup was already broken."""
+    from clickagg_platform.partitioner import crc32_partition, murmur2_partition
+
+    ends = end_offsets(settings, topic)
+    n, out = len(ends), Placement()
+    for m in merged(
+        settings, topic, {p: (max(lo, hi - per_partition), hi) for p, (lo, hi) in ends.items()}
+    ):
+        key = m.key()
+        if key is None:
+            continue
+        out.sampled += 1
+        out.murmur2 += murmur2_partition(key, n) == m.partition()
+        out.crc32 += crc32_partition(key, n) == m.partition()
+    return out
+
+
 def reset_hot(settings: Settings) -> None:
     """Empty the hot table before the stream recounts the history from the new topic (its rows
     are keyed by source partition, and partition numbers mean other clicks there now)."""

@@ -85,6 +85,9 @@ def test_rekey_cut_over_counts_every_click_once(
         with pytest.raises(rekey.RekeyError, match="already written"):
             rekey.rekey_topic(settings, settings.clicks_topic, new.clicks_topic)
         rekey.reset_hot(settings)
+        found = rekey.placement(settings, settings.clicks_topic, per_partition=100)
+        assert found.verdict == "crc32" and found.sampled >= 590  # (a fence probe has no key)
+        assert rekey.placement(settings, new.clicks_topic, per_partition=100).verdict == "murmur2"
 
         # the new world: capture (platform placement) writes the new topic after the copy
         produce(new, after, Placed())
