@@ -110,7 +110,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         c.close()
 
 
-def _partition_records(settings: Settings, topic: str, part: int, start: int, end: int):
+def partition_records(settings: Settings, topic: str, part: int, start: int, end: int):
     """Records [start, end) of one partition, in offset order."""
     c = _consumer(settings)
     try:
@@ -135,7 +135,7 @@ def _partition_records(settings: Settings, topic: str, part: int, start: int, en
 def merged(settings: Settings, topic: str, ranges: dict[int, tuple[int, int]]) -> Iterator:
     """All records of the ranges, merged by (timestamp, partition, offset)."""
     streams = [
-        _partition_records(settings, topic, p, lo, hi) for p, (lo, hi) in ranges.items() if hi > lo
+        partition_records(settings, topic, p, lo, hi) for p, (lo, hi) in ranges.items() if hi > lo
     ]
     return heapq.merge(*streams, key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
 

@@ -82,6 +82,12 @@ def test_rekey_cut_over_counts_every_click_once(
         copied = read_topic(settings.bootstrap, new.clicks_topic, expected=result.copied)
         assert len(copied) == result.copied
         assert all(p == murmur2_partition(k, n) for k, _, p, _ in copied if k is not None)
+        for part, (lo, hi) in rekey.end_offsets(settings, new.clicks_topic).items():
+            stamps = [
+                m.timestamp()[1]
+                for m in rekey.partition_records(settings, new.clicks_topic, part, lo, hi)
+            ]
+            assert stamps == sorted(stamps) and len(stamps) == hi - lo  # merged by timestamp
         with pytest.raises(rekey.RekeyError, match="already written"):
             rekey.rekey_topic(settings, settings.clicks_topic, new.clicks_topic)
         rekey.reset_hot(settings)
