@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from clickagg_platform import kafka_admin
+from clickagg_platform.partitioner import murmur2_partition
 from tests.conftest import wait_until
 from tests.helpers import capture_server, private_kafka, read_topic
 from tests.integration.test_capture import expected_event_id, make_links
@@ -108,3 +109,6 @@ def test_kafka_outage_and_capture_crash_lose_no_click(settings, tmp_path):
     assert set(ids) == {expected_event_id(link["impression_id"]) for link in links}
     # duplicates are allowed only as the same event_id (a timed-out produce that later landed)
     assert all(key.decode() == msgspec.json.decode(v)["event_id"] for key, v, _, _ in records)
+    # the spool drainer places its replays like the live path: Kafka's murmur2 of the key
+    n = s.clicks_partitions
+    assert all(part == murmur2_partition(key, n) for key, _, part, _ in records)
