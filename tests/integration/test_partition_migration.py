@@ -10,12 +10,14 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 
 from clickagg_platform import kafka_admin, rekey
 from clickagg_platform.partitioner import crc32_partition, murmur2_partition
-from tests.helpers import read_topic
+from tests.conftest import wait_until
+from tests.helpers import capture_server, read_topic
 from tests.integration.stream_harness import (
     Placed,
     Worker,
@@ -24,6 +26,7 @@ from tests.integration.stream_harness import (
     produce,
     wait_equal,
 )
+from tests.integration.test_capture import expected_event_id, make_links
 from tests.unit.stream_sim import expected_billable, make_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("stream_internal_topics")]
@@ -104,6 +107,56 @@ def test_rekey_cut_over_counts_every_click_once(
             worker.stop()
     finally:
         delete_internal_topics(new, app)
+        try:
+            kafka_admin.delete_topic(settings, new.clicks_topic)
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+
+
+def _spool_depth(base: str) -> float:
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        if line.startswith("clickagg_capture_spool_depth "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("clickagg_capture_spool_depth not exported")
+
+
+@pytest.mark.parametrize("client", ["loop", "librdkafka"])
+def test_capture_spools_under_the_fence_and_drains_into_the_new_topic(
+    settings, kafka_topic, tmp_path, client
+):
+    """Runbook steps 2-3 with the real capture service: while the old topic is fenced every
+    click is still answered 302 and spooled; restarted on the new topic, the capture drains its
+    spool there, each click on its murmur2 partition, and the old topic got nothing more."""
+    old = settings.model_copy(update={"capture_producer": client, "produce_timeout_ms": 500})
+    new = old.model_copy(update={"clicks_topic": f"{old.clicks_topic}_m2"})
+    links = make_links(old, 150, seed=31)
+    before, during = links[:50], links[50:]
+
+    def click_all(base: str, batch: list[dict]) -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            assert [http.get(f"/c/{link['token']}").status_code for link in batch] == [302] * len(
+                batch
+            )
+
+    try:
+        with capture_server(old, tmp_path / f"capture-old-{client}.log") as (base, _):
+            click_all(base, before)
+            wait_until(lambda: _spool_depth(base) == 0, 30, "the first clicks in Kafka")
+            result = rekey.rekey_topic(old, old.clicks_topic, new.clicks_topic)
+            click_all(base, during)  # the fence refuses them: spooled, answered all the same
+            assert _spool_depth(base) == len(during)
+        ends = rekey.end_offsets(old, old.clicks_topic)
+        assert sum(hi - lo for lo, hi in ends.values()) == result.copied  # nothing written since
+        with capture_server(new, tmp_path / f"capture-new-{client}.log") as (base, _):
+            wait_until(lambda: _spool_depth(base) == 0, 60, "the spool to drain into the new topic")
+        records = read_topic(new.bootstrap, new.clicks_topic, expected=len(links))
+        keys = [k for k, _, _, _ in records if k is not None]
+        assert {k.decode() for k in keys} == {
+            expected_event_id(link["impression_id"]) for link in links
+        }
+        n = new.clicks_partitions
+        assert all(p == murmur2_partition(k, n) for k, _, p, _ in records if k is not None)
+    finally:
         try:
             kafka_admin.delete_topic(settings, new.clicks_topic)
         except Exception:  # noqa: BLE001 - best effort cleanup
