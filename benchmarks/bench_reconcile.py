@@ -151,16 +151,41 @@ def generate(root: str, n: int, seed: int = 7, block: int = BLOCK) -> dict:
 
 
 def main(
-    clicks: int = typer.Option(10_000_000, help="Clicks in the day"),
+    clicks: str = typer.Option(
+        "2000000,6000000", help="Clicks generated, one run per size (comma-separated)"
+    ),
     workdir: Path = typer.Option(None, help="Where to generate (default: a temp dir)"),  # noqa: B008
     record: bool = typer.Option(True, help="Write the result into docs/benchmarks.md"),
     by_hour: bool = typer.Option(True, help="Also the hour and hour-by-hour runs (4, 5)"),
     block: int = typer.Option(BLOCK, help="Offsets per raw file (the archiver's block)"),
 ) -> None:
+    console = Console()
+    try:
+        sizes = [int(x.replace("_", "")) for x in clicks.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--clicks: comma-separated integers, got {clicks!r}") from None
+    if not sizes or min(sizes) < 10_000:
+        raise typer.BadParameter("--clicks: at least one size, each >= 10000")
+    columns = []
+    for n in sizes:
+        columns.append(run_size(n, block, by_hour, console, workdir))
+    table = Table(title="bench-reconcile")
+    table.add_column("measure")
+    for n in sizes:
+        table.add_column(f"{n:,} clicks", justify="right")
+    rows = [(label, *(dict(c)[label] for c in columns)) for label, _ in columns[0]]
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    if record:
+        write_section(rows, sizes, block)
+
+
+def run_size(clicks: int, block: int, by_hour: bool, console, workdir) -> list[tuple[str, str]]:
+    """One generated span of `clicks` clicks: steps 1-5 of the module doc."""
     from resources.spark import get_spark
 
-    console = Console()
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="bench-reconcile-"))
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="bench-reconcile-")) / f"n{clicks}"
     root = f"file://{tmp / 'lake'}"
     try:
         t0 = time.monotonic()
@@ -177,17 +202,8 @@ def main(
         spark = get_spark()
         spark.range(1).count()  # JVM warm: the clock measures the job, not the session start
         t0 = time.monotonic()
-        rows = reconcile(spark.read.parquet(*paths), params).collect()
+        got = _keyed(reconcile(spark.read.parquet(*paths), params).collect())
         spark_s = time.monotonic() - t0
-        got = {
-            (
-                int(r.window_start.replace(tzinfo=UTC).timestamp() * 1000),
-                r.advertiser_id,
-                r.campaign_id,
-                r.ad_id,
-            ): (r.clicks, r.fraud_clicks)
-            for r in rows
-        }
 
         t0 = time.monotonic()
         base = duckdb_reconcile(paths, params)
@@ -197,29 +213,21 @@ def main(
             raise SystemExit(f"Spark and DuckDB disagree, e.g. {diff}")
         billable = sum(v[0] for v in got.values())
         fraud = sum(v[1] for v in got.values())
+        day_rows = _rows(paths)
         hourly = hour_runs(spark, root, got, console) if by_hour else []
-        result = [
-            ("clicks in the day (raw records)", f"{clicks:,}"),
-            ("raw files / duplicates", f"{gen['files']} / {gen['duplicates']:,}"),
-            ("billable / fraud-like (both engines agree)", f"{billable:,} / {fraud:,}"),
-            ("Spark local[*] wall time", f"{spark_s:.1f} s"),
-            ("Spark clicks/s", f"{clicks / spark_s:,.0f}"),
-            ("DuckDB wall time", f"{duck_s:.1f} s"),
-            ("DuckDB clicks/s", f"{clicks / duck_s:,.0f}"),
-            ("Spark time / DuckDB time", f"{spark_s / duck_s:.1f}x"),
+        return [
+            ("clicks generated (the day + the hour before)", f"{clicks:,}"),
+            ("raw files / duplicate copies", f"{gen['files']} / {gen['duplicates']:,}"),
+            ("(b) raw rows read for the day", f"{day_rows:,}"),
+            ("(b) billable / fraud-like (both engines agree)", f"{billable:,} / {fraud:,}"),
+            ("(b) day, Spark local[*] wall time", f"{spark_s:.1f} s"),
+            ("(b) day, DuckDB wall time", f"{duck_s:.1f} s"),
+            ("(b) Spark time / DuckDB time", f"{spark_s / duck_s:.1f}x"),
             *hourly,
         ]
-        table = Table(title="bench-reconcile")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        for r in result:
-            table.add_row(*r)
-        console.print(table)
-        if record:
-            write_section(result, clicks)
     finally:
         if workdir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def _rows(paths: list[str]) -> int:
@@ -336,30 +344,32 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
     ]
 
 
-def write_section(rows, clicks: int) -> None:
+def write_section(rows, sizes: list[int], block: int) -> None:
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    body = "\n".join(f"| {a} | {b} |" for a, b in rows)
+    head = "| measure | " + " | ".join(f"{n:,} clicks" for n in sizes) + " |"
+    rule = "|---|" + "---|" * len(sizes)
+    body = "\n".join("| " + " | ".join(r) + " |" for r in rows)
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     load = os.getloadavg()[0]
     section = f"""## bench-reconcile
 
 `make bench-reconcile` (`python benchmarks/bench_reconcile.py`) on {platform.node()}
-({os.cpu_count()} cores, load average {load:.1f} at the end), {when}: one UTC day of
-{clicks:,} clicks generated straight into a local lake in the raw archive's layout (6 partitions,
-~5% duplicate copies, ~5% late, ~3% bot UAs, 300 IP bursts). Spark = the reconcile transform in
-`local[*]` (session started before the clock; read + dedup + fraud + aggregate + collect).
-DuckDB = the same rule in SQL over the same files (`reconcile.duckdb_reconcile`), the
-single-machine baseline. The run fails unless both give identical per-minute results.
-(a): the day's last hour with the 24 h before it in the lake: (a0) its own raw files only, no
-horizon (the floor); (a1) own files + every raw file of the horizon (the path before the
-first-seen index); (a2) own files + the index of the 24 earlier hours (built untimed); (a2+) plus
-building the hour's own index, i.e. what an hourly run does. (c): the day hour by hour, each hour
-building its index then reconciling against the earlier ones; the sum equals the whole-day run.
-Raw files of {BLOCK:,} offsets (the archiver's fixed blocks).
+({os.cpu_count()} cores, load average {load:.1f} at the end), {when}, one run per size: a UTC
+day plus the hour before it generated straight into a local lake in the raw archive's layout
+(6 partitions, raw files of {block:,} offsets as the archiver's fixed blocks, ~5% duplicate
+copies, ~5% late, ~3% bot UAs, 300 IP bursts). Spark = the reconcile transform in `local[*]`
+(session started before the clock; read + dedup + fraud + aggregate + collect). DuckDB = the
+same rule in SQL over the same files (`reconcile.duckdb_reconcile`), the single-machine
+baseline. (b) fails unless both give identical per-minute results. (a): the day's last hour
+with the 24 h before it in the lake: (a0) its own raw files only, no horizon (the floor); (a1)
+own files + every raw file of the horizon (the path before the first-seen index); (a2) own
+files + the index of the 24 earlier hours (built untimed); (a2+) plus building the hour's own
+index, i.e. what an hourly run does; (a1) and (a2) must agree. (c): the day hour by hour, each
+hour building its index then reconciling against the earlier ones; must equal (b).
 
-| measure | value |
-|---|---|
+{head}
+{rule}
 {body}
 """
     pattern = re.compile(r"## bench-reconcile\n.*?(?=\n## |\Z)", re.S)
