@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 
 import pytest
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.integration
 H0 = 1_767_225_600_000 + 5 * HOUR  # 2026-01-01T05:00Z
 SPARK_SH = str(ROOT / "infra" / "spark.sh")
 MASTER = f"spark://127.0.0.1:{os.environ.get('CLICKAGG_SPARK_MASTER_PORT', '17077')}"
+MASTER_JSON = f"http://127.0.0.1:{os.environ.get('CLICKAGG_SPARK_MASTER_UI_PORT', '18090')}/json/"
 REMOTE = f"sc://127.0.0.1:{os.environ.get('CLICKAGG_SPARK_CONNECT_PORT', '15012')}"
 # small executors (1 core, 512 MiB) so this app gets one on each worker beside the Connect
 # server's; the job starts only once both registered, so it really runs on two workers
@@ -96,20 +99,63 @@ def test_local_rows_match_independent_recount(lake_hours, local_rows):
     assert +counted == +stream
 
 
-def test_reconcile_on_standalone_cluster_equals_local(
-    spark_cluster, tmp_path, lake_hours, local_rows
-):
-    got = run_job(
-        tmp_path, lake_hours, CLICKAGG_SPARK_MASTER=spark_cluster, CLICKAGG_SPARK_CONF=CLUSTER_CONF
-    )
-    assert got["master"] == spark_cluster
-    assert got["executors"] == 2  # one per worker
-    assert got["rows"] == local_rows
-
-
 def test_reconcile_through_spark_connect_equals_local(
     spark_cluster, tmp_path, lake_hours, local_rows
 ):
     got = run_job(tmp_path, lake_hours, CLICKAGG_SPARK_REMOTE=REMOTE)
     assert got["master"] == spark_cluster  # the Connect server's jobs run on the cluster
     assert got["rows"] == local_rows
+
+
+def test_minute_aggregates_asset_on_cluster(
+    spark_cluster, tmp_path, lake_hours, local_rows, settings, ch_database
+):
+    """The code location itself (`dagster asset materialize -m assets.definitions`) with
+    CLICKAGG_SPARK_MASTER set: one run over the range's hours after the first, whose first copies
+    come from the first-seen index (built on the cluster too); the rows it swaps into ClickHouse
+    equal local[*]'s for those hours, every column."""
+    from clickagg_platform import clickhouse
+    from tests.batch_support import hour_key
+
+    root, start, end, *_ = lake_hours
+    first, last = start + HOUR, end - HOUR
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    began_ms = int(time.time() * 1000)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLICKAGG_SPARK_")}
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize"]
+        + ["-m", "assets.definitions", "--select", "minute_aggregates"]
+        + ["--partition-range", f"{hour_key(first)}...{hour_key(last)}"],
+        cwd=ROOT,
+        env={
+            **environ,
+            "DAGSTER_HOME": str(home),
+            "CLICKAGG_SPARK_MASTER": spark_cluster,
+            "CLICKAGG_SPARK_CONF": CLUSTER_CONF,
+            "CLICKAGG_LAKE_URL": root,
+            "CLICKAGG_CLICKS_TOPIC": "clicks",
+            "CLICKAGG_CLICKHOUSE_DATABASE": ch_database,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    # the run was an application of the cluster with two 1-core executors (one per worker)
+    with urllib.request.urlopen(MASTER_JSON, timeout=10) as resp:
+        apps = json.load(resp)["completedapps"]
+    ran = [a for a in apps if a["name"] == "clickagg-batch" and a["starttime"] >= began_ms]
+    assert [(a["cores"], a["state"]) for a in ran] == [(2, "FINISHED")], apps
+    c = clickhouse.client(settings)
+    try:
+        got = c.execute(
+            "SELECT toInt64(toUnixTimestamp(window_start)) * 1000, advertiser_id, campaign_id, "
+            "ad_id, clicks, fraud_clicks, stream_too_late "
+            f"FROM {ch_database}.minute_aggregates_batch ORDER BY 1, 2, 3, 4"
+        )
+    finally:
+        c.disconnect()
+    want = [r for r in local_rows if r[0] >= first]
+    assert len(want) > 100
+    assert sorted(list(r) for r in got) == want
