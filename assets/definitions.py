@@ -56,7 +56,18 @@ def build_resources() -> dict:
             remote=_env("CLICKAGG_SPARK_REMOTE", ""),
             conf=_env("CLICKAGG_SPARK_CONF", ""),
         ),
-        "kafka": KafkaResource(bootstrap=bootstrap, topic=_env("CLICKAGG_CLICKS_TOPIC", "clicks")),
+        "kafka": KafkaResource(
+            bootstrap=bootstrap,
+            topic=_env("CLICKAGG_CLICKS_TOPIC", "clicks"),
+            security_protocol=_env("CLICKAGG_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            ssl_cafile=_env("CLICKAGG_KAFKA_SSL_CAFILE", ""),
+            ssl_certfile=_env("CLICKAGG_KAFKA_SSL_CERTFILE", ""),
+            ssl_keyfile=_env("CLICKAGG_KAFKA_SSL_KEYFILE", ""),
+            ssl_key_password=_env("CLICKAGG_KAFKA_SSL_KEY_PASSWORD", ""),
+            sasl_mechanism=_env("CLICKAGG_KAFKA_SASL_MECHANISM", ""),
+            sasl_username=_env("CLICKAGG_KAFKA_SASL_USERNAME", ""),
+            sasl_password=_env("CLICKAGG_KAFKA_SASL_PASSWORD", ""),
+        ),
     }
 
 

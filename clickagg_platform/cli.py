@@ -275,6 +275,7 @@ def retention(
 @app.command()
 def config() -> None:
     """Show the effective settings (environment CLICKAGG_*), secrets masked."""
+    from pydantic import SecretStr
     from rich.console import Console
     from rich.table import Table
 
@@ -285,10 +286,12 @@ def config() -> None:
     except Exception as err:  # noqa: BLE001 - a bad variable gets a clear message
         _fail(f"invalid settings: {err}")
     table = Table("variable", "value", "meaning")
-    secret = {"clickhouse_password", "hash_salt"}
+    secret = {"clickhouse_password", "api_clickhouse_password", "hash_salt"}
     for name, field in Settings.model_fields.items():
         value = getattr(s, name)
-        if name == "signing_keys":
+        if isinstance(value, SecretStr):  # Kafka key and SASL passwords
+            value = "***"
+        elif name == "signing_keys":
             value = ",".join(f"{kid}:***" for kid in s.keyring())
         elif name in secret and value:
             value = "***"

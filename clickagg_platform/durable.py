@@ -13,6 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from clickagg_platform.kafka_security import ErrorReporter, capture_client, librdkafka_config
 from clickagg_platform.loop_producer import LoopProducer
 from clickagg_platform.producer import AsyncProducer, producer_config
 from clickagg_platform.settings import Settings
@@ -46,7 +47,12 @@ class DurableSink:
         self.spool = await loop.run_in_executor(
             self._io, Spool, self.settings.spool_path, self.settings.spool_segment_bytes
         )
-        if self.settings.capture_producer == "loop":
+        security = self.settings.kafka_security
+        client, why = capture_client(security, self.settings.capture_producer)
+        if why:
+            log.warning("%s", why)
+        log.info("capture producer: %s, kafka %s", client, security.describe())
+        if client == "loop":
             self.producer = LoopProducer(
                 self.settings.bootstrap,
                 self.settings.clicks_topic,
@@ -58,7 +64,13 @@ class DurableSink:
         else:
             self.producer = AsyncProducer(
                 self.settings.clicks_topic,
-                producer_config(self.settings.bootstrap, self.settings.producer_linger_ms),
+                producer_config(
+                    self.settings.bootstrap,
+                    self.settings.producer_linger_ms,
+                    # refused credentials or TLS get an ERROR line (clicks spool meanwhile)
+                    error_cb=ErrorReporter(log),
+                    **librdkafka_config(security),
+                ),
                 ack_timeout_s=self.timeout_s,
             )
         self._depth = self.spool.depth

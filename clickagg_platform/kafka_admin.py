@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from clickagg_platform.kafka_security import (
+    ErrorReporter,
+    KafkaSecurityError,
+    librdkafka_connection,
+)
 from clickagg_platform.settings import Settings, get_settings
 
+log = logging.getLogger("clickagg.kafka")
 
-def admin(settings: Settings | None = None) -> AdminClient:
+
+def admin(settings: Settings | None = None, **conf) -> AdminClient:
     s = settings or get_settings()
-    return AdminClient({"bootstrap.servers": s.bootstrap, "socket.timeout.ms": 10000})
+    return AdminClient(librdkafka_connection(s, {"socket.timeout.ms": 10000, **conf}))
 
 
 def wait_for_broker(settings: Settings | None = None, timeout_s: float = 60.0) -> None:
-    """Block until the cluster answers a metadata request, or raise TimeoutError."""
-    a = admin(settings)
+    """Block until the cluster answers a metadata request, or raise TimeoutError; raise
+    KafkaSecurityError at once if the broker refuses our TLS handshake or credentials."""
+    s = settings or get_settings()
+    errors = ErrorReporter(log)
+    a = admin(s, error_cb=errors)
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        a.poll(0)  # serves error_cb
+        if errors.security_error:
+            raise KafkaSecurityError(
+                f"Kafka at {s.bootstrap} ({s.kafka_security.describe()}) refused the connection: "
+                f"{errors.security_error}"
+            )
         try:
             md = a.list_topics(timeout=2)
             if md.brokers:

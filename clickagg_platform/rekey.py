@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from clickagg_platform import kafka_admin
+from clickagg_platform.kafka_security import librdkafka_config, librdkafka_connection
 from clickagg_platform.producer import producer_config
 from clickagg_platform.settings import Settings
 
@@ -66,7 +67,7 @@ def set_fence(settings: Settings, topic: str, on: bool = True) -> None:
 def wait_fenced(settings: Settings, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
     """Until every partition's leader refuses a write: the fence is in force, not just stored.
     (A probe the broker still accepted is an undecodable record the stream skips.)"""
-    p = Producer({"bootstrap.servers": settings.bootstrap, "message.timeout.ms": 5000})
+    p = Producer(librdkafka_connection(settings, {"message.timeout.ms": 5000}))
     deadline = time.monotonic() + timeout_s
     pending = set(range(partitions))
     results: dict[int, KafkaError | None] = {}
@@ -86,13 +87,15 @@ def _put(results: dict, msg, err) -> None:
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap,
-            "group.id": "clickagg-rekey",  # never committed: offsets are given explicitly
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "queued.max.messages.kbytes": 8192,
-        }
+        librdkafka_connection(
+            settings,
+            {
+                "group.id": "clickagg-rekey",  # never committed: offsets are given explicitly
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "queued.max.messages.kbytes": 8192,
+            },
+        )
     )
 
 
@@ -162,7 +165,10 @@ def rekey_topic(
     if fence:
         set_fence(settings, source)
         wait_fenced(settings, source, len(src))
-    producer = Producer(producer_config(settings.bootstrap, 20, **{"client.id": "clickagg-rekey"}))
+    security = librdkafka_config(settings.kafka_security)
+    producer = Producer(
+        producer_config(settings.bootstrap, 20, **{"client.id": "clickagg-rekey", **security})
+    )
     errors: list[str] = []
 
     def report(err, _msg) -> None:

@@ -11,14 +11,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clickagg_platform.kafka_security import KafkaSecurity, Mechanism, Protocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CLICKAGG_", extra="ignore")
+    # hide_input_in_errors: a validation error must never print a password it was given
+    model_config = SettingsConfigDict(
+        env_prefix="CLICKAGG_", extra="ignore", hide_input_in_errors=True
+    )
 
     local_dir: Path = Field(REPO_ROOT / ".local", description="Local data and pids")
 
@@ -28,6 +33,19 @@ class Settings(BaseSettings):
     clicks_topic: str = Field("clicks", description="Topic of raw clicks (key = event_id)")
     clicks_partitions: int = Field(6, description="Partitions of the clicks topic when created")
     clicks_replication: int = Field(1, description="Replication factor when creating topics")
+    # Kafka security (docs/operations.md "Kafka security"), honoured by every Kafka client
+    kafka_security_protocol: Protocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL or SASL_SSL (every Kafka client)"
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA of the brokers (default: system)")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mTLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mTLS)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the key")
+    kafka_sasl_mechanism: Mechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
 
     # ClickHouse
     clickhouse_host: str = Field("127.0.0.1", description="ClickHouse host (native protocol)")
@@ -94,6 +112,29 @@ class Settings(BaseSettings):
             if not sep or not kid or not secret:
                 raise ValueError("signing_keys must look like 'kid:secret[,kid2:secret2]'")
         return v
+
+    @model_validator(mode="after")
+    def _kafka_security_valid(self) -> Settings:
+        try:
+            self.kafka_security  # noqa: B018 - raises a clear error for a bad combination
+        except ValidationError as err:
+            raise ValueError(
+                "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            ) from None
+        return self
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+        )
 
     @property
     def bootstrap(self) -> str:

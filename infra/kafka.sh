@@ -3,6 +3,9 @@
 #   infra/kafka.sh fetch|format|start|stop|status|health
 # Ports: CLICKAGG_KAFKA_PORT (19092), CLICKAGG_KAFKA_CONTROLLER_PORT (19093).
 # If CLICKAGG_KAFKA_BOOTSTRAP is set, an external cluster is used: start/stop do nothing.
+# Extra listeners (tests: a SASL_SSL one): CLICKAGG_KAFKA_EXTRA_CONF names a properties file
+# appended to the rendered config (later keys win), CLICKAGG_KAFKA_SCRAM a SCRAM credential
+# created at format time ('SCRAM-SHA-256=[name=u,password=p]', kafka-storage --add-scram).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOCAL=${CLICKAGG_LOCAL_DIR:-$ROOT/.local}
@@ -32,6 +35,7 @@ render() {
   mkdir -p "$KDIR/logs"
   sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CPORT#g" -e "s#@DATA_DIR@#$DATA#g" \
     "$ROOT/infra/kafka/server.properties.in" > "$CONF"
+  if [ -n "${CLICKAGG_KAFKA_EXTRA_CONF:-}" ]; then cat "$CLICKAGG_KAFKA_EXTRA_CONF" >> "$CONF"; fi
 }
 
 java_cmd() {
@@ -46,7 +50,9 @@ format() {
   log "formatting KRaft storage in $DATA"
   local id
   id=$(java_cmd kafka.tools.StorageTool random-uuid | tail -n1)
-  java_cmd kafka.tools.StorageTool format -t "$id" -c "$CONF" --ignore-formatted >/dev/null
+  local scram=()
+  if [ -n "${CLICKAGG_KAFKA_SCRAM:-}" ]; then scram=(--add-scram "$CLICKAGG_KAFKA_SCRAM"); fi
+  java_cmd kafka.tools.StorageTool format -t "$id" -c "$CONF" --ignore-formatted "${scram[@]}" >/dev/null
 }
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as TP
 
 from clickagg_platform import lake
+from clickagg_platform.kafka_security import aiokafka_connection
 from clickagg_platform.loadgen import REASON_BOT_UA, is_bot_user_agent
 from clickagg_platform.model import CLICK_FIELDS, decode_click
 from clickagg_platform.settings import Settings
@@ -85,7 +86,7 @@ class Archiver(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.s.bootstrap,
+            **aiokafka_connection(self.s),
             group_id=f"{self.ss.app_id}-archiver",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -16,6 +16,7 @@ from typing import Protocol
 import faust
 from mode import Service
 
+from clickagg_platform.kafka_security import faust_credentials
 from clickagg_platform.settings import Settings
 from streaming import metrics
 from streaming.config import StreamSettings
@@ -56,6 +57,8 @@ def make_app(
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.bootstrap}",
+        # TLS/SASL like every other client (the control agent's consumer, Faust's producer)
+        broker_credentials=faust_credentials(settings.kafka_security),
         store="memory://",
         datadir=str(state_dir / f"faust-{app_id}"),
         web_bind=ss.web_host,

@@ -22,6 +22,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import TopicPartition as TP
 
+from clickagg_platform.kafka_security import aiokafka_connection
 from clickagg_platform.loadgen import is_bot_user_agent
 from clickagg_platform.model import ClickEvent
 from clickagg_platform.settings import Settings
@@ -119,7 +120,7 @@ class StreamRunner(ConsumerRebalanceListener):
     async def start(self) -> None:
         await asyncio.to_thread(self.topics.ensure)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.s.bootstrap,
+            **aiokafka_connection(self.s),
             acks="all",
             enable_idempotence=True,
             # no producer compression: deltas and forward batches are zstd-framed already
@@ -133,7 +134,7 @@ class StreamRunner(ConsumerRebalanceListener):
         )
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.s.bootstrap,
+            **aiokafka_connection(self.s),
             group_id=f"{self.ss.app_id}-{self.ss.stages}",
             # static membership: a worker restarted on its own disk gets its partitions back
             # without a rebalance (and without waiting for its old session to time out)
@@ -294,10 +295,12 @@ class StreamRunner(ConsumerRebalanceListener):
 
         try:
             t_open = time.monotonic()
-            applied = await recover_counters(self.s.bootstrap, counters, reset, self._progress)
+            applied = await recover_counters(
+                aiokafka_connection(self.s), counters, reset, self._progress
+            )
             t_stage1 = time.monotonic()
             M.RECOVERY_DELTAS.labels("counter").inc(sum(applied.values()))
-            applied_ip = await recover(self.s.bootstrap, iprates, reset_iprate)
+            applied_ip = await recover(aiokafka_connection(self.s), iprates, reset_iprate)
             t_stage2 = time.monotonic()
             M.RECOVERY_DELTAS.labels("iprate").inc(sum(applied_ip.values()))
             applied.update(applied_ip)

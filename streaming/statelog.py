@@ -110,9 +110,9 @@ class LocalDeltas:
 _SLICE_BYTES = 8 << 20  # changelog bytes applied per thread hop
 
 
-def _changelog_consumer(bootstrap: str) -> AIOKafkaConsumer:
+def _changelog_consumer(connection: dict) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **connection,
         enable_auto_commit=False,
         group_id=None,
         isolation_level="read_committed",
@@ -122,9 +122,9 @@ def _changelog_consumer(bootstrap: str) -> AIOKafkaConsumer:
 
 
 @contextlib.asynccontextmanager
-async def _changelog(bootstrap: str, tps: list[TopicPartition]):
+async def _changelog(connection: dict, tps: list[TopicPartition]):
     """A consumer assigned to the changelog partitions, with their (begin, end) offsets."""
-    consumer = _changelog_consumer(bootstrap)
+    consumer = _changelog_consumer(connection)
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -138,7 +138,7 @@ def _apply_slice(counter, msgs) -> int:
 
 
 async def recover_counters(
-    bootstrap: str,
+    connection: dict,
     targets: dict[TopicPartition, object],
     reset: Callable[[TopicPartition, int, int], object],
     progress: Callable[[TopicPartition, int, int], None] | None = None,
@@ -153,7 +153,7 @@ async def recover_counters(
     applied = {tp: 0 for tp in targets}
     if not targets:
         return applied
-    async with _changelog(bootstrap, list(targets)) as (consumer, begins, ends):
+    async with _changelog(connection, list(targets)) as (consumer, begins, ends):
         starts = {}
         for tp in list(targets):
             start = targets[tp].ids.meta.changelog_offset + 1
@@ -229,7 +229,7 @@ def _slices(items, size_of):
 
 
 async def recover(
-    bootstrap: str,
+    connection: dict,
     targets: dict[TopicPartition, tuple[Recoverable, LocalDeltas]],
     reset: Callable[[TopicPartition, int, int], tuple[Recoverable, LocalDeltas]] | None = None,
 ) -> dict[TopicPartition, int]:
@@ -241,7 +241,7 @@ async def recover(
     applied: dict[TopicPartition, int] = {tp: 0 for tp in targets}
     if not targets:
         return applied
-    async with _changelog(bootstrap, list(targets)) as (consumer, begins, ends):
+    async with _changelog(connection, list(targets)) as (consumer, begins, ends):
         starts = {}
         for tp in list(targets):
             proc, local = targets[tp]

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from clickagg_platform.settings import Settings
 from tests.conftest import wait_until
@@ -28,6 +29,8 @@ def settings_env(settings: Settings, **extra) -> dict[str, str]:
     """The environment that makes a child process see exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"CLICKAGG_{name.upper()}"] = str(value)
     env.update({k: str(v) for k, v in extra.items()})
@@ -114,15 +117,17 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0)
 
 
 @contextmanager
-def private_kafka(tmp_path: Path):
-    """A broker of this test's own (own dir and ports), so stopping it disturbs no one else."""
-    port, cport = free_port(), free_port()
+def private_kafka(tmp_path: Path, ports: tuple[int, int] | None = None, **extra_env: str):
+    """A broker of this test's own (own dir and ports), so stopping it disturbs no one else.
+    `ports` = (client, controller); `extra_env` e.g. CLICKAGG_KAFKA_EXTRA_CONF (infra/kafka.sh)."""
+    port, cport = ports or (free_port(), free_port())
     env = dict(
         os.environ,
         CLICKAGG_LOCAL_DIR=str(tmp_path / "local"),
         CLICKAGG_KAFKA_PORT=str(port),
         CLICKAGG_KAFKA_CONTROLLER_PORT=str(cport),
         CLICKAGG_KAFKA_HEAP="256m",
+        **extra_env,
     )
     env.pop("CLICKAGG_KAFKA_BOOTSTRAP", None)
     # share the fetched jars instead of downloading them again

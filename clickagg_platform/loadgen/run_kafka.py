@@ -8,6 +8,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from clickagg_platform.kafka_security import KafkaSecurity, librdkafka_config
 from clickagg_platform.loadgen.pacing import LoadStats, backoff, drive, wall_ms
 from clickagg_platform.loadgen.plan import LoadPlan
 from clickagg_platform.loadgen.requests import PlannedRequest, simulate_capture
@@ -26,11 +27,11 @@ class KafkaSink:
     resolve futures on the loop thread (no poller thread, no cross-thread wake-ups).
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-
+    def __init__(self, bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.topic = bootstrap, topic
         self._producer = Producer(
             {
+                **librdkafka_config(security or KafkaSecurity()),
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -119,7 +120,7 @@ async def run_kafka_load(
     settings = settings or get_settings()
     topic = topic or settings.clicks_topic
     check_positive(in_flight=in_flight, max_attempts=max_attempts)
-    producer = KafkaSink(settings.bootstrap, topic)
+    producer = KafkaSink(settings.bootstrap, topic, settings.kafka_security)
     try:
         await producer.start()
         prep = prepare(plan, settings, stats)  # after connecting: its start time is "now"
