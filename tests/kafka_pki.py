@@ -62,9 +62,7 @@ def make_pki(d: Path) -> Pki:
     client_key = d / "client-encrypted.key"
     _run("openssl", "pkcs8", "-topk8", "-in", str(d / "client.key"), "-out", str(client_key),
          "-v2", "aes-256-cbc", "-passout", f"pass:{key_password}")  # fmt: skip
-    return Pki(
-        ca, cas[1], client, client_key, key_password, keystore, truststore, store_password
-    )
+    return Pki(ca, cas[1], client, client_key, key_password, keystore, truststore, store_password)
 
 
 def listener_conf(pki: Pki, plain: int, sasl_ssl: int, ssl: int, controller: int) -> str:
