@@ -1,14 +1,16 @@
-"""The reconcile on a real Spark standalone cluster (a master and two workers on loopback, from
-the installed pyspark: infra/spark.sh) and through Spark Connect on that cluster, selected the
-way the code location selects it (CLICKAGG_SPARK_MASTER / CLICKAGG_SPARK_REMOTE): the rows equal
-local[*] exactly, and the independent recount of the seeded clicks."""
+"""The batch truth on a real Spark standalone cluster (a master and two workers on loopback,
+from the installed pyspark: infra/spark.sh) and through Spark Connect on that cluster, selected
+the way the code location selects it (CLICKAGG_SPARK_MASTER / CLICKAGG_SPARK_REMOTE):
+`minute_aggregates` materialised there writes exactly local[*]'s rows, and local[*] equals the
+independent recount of the seeded clicks. The cluster sides run in `dagster asset materialize`
+subprocesses: classic PySpark allows one SparkContext per process, and the pytest process
+keeps its shared local[*] session."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -17,7 +19,6 @@ import pytest
 
 from tests.batch_support import HOUR, MIN, place, reference_clicks, write_archive
 from tests.conftest import ROOT
-from tests.spark_cluster_job import result_rows
 from tests.unit.stream_sim import expected_billable, make_events
 
 pytestmark = pytest.mark.integration
@@ -62,6 +63,33 @@ def lake_hours(tmp_path_factory):
     return root, hours[0], hours[-1] + HOUR, billable, fraud, expected_billable(parts)
 
 
+def result_rows(spark, root: str, topic: str, start_ms: int, end_ms: int) -> list[list]:
+    """Sorted [minute_ms, advertiser, campaign, ad, clicks, fraud_clicks, stream_too_late] of
+    the reconcile over every raw file of the lake (the hours and their whole dedup horizon)."""
+    from pyspark.sql import functions as F
+
+    from clickagg_platform import lake
+    from clickagg_platform.reconcile import ReconcileParams, reconcile
+
+    paths = [f.url.removeprefix("file://") for f in lake.raw_files(root, topic)]
+    out = reconcile(spark.read.parquet(*paths), ReconcileParams(start_ms, end_ms))
+    rows = out.select(
+        F.unix_millis("window_start"),
+        "advertiser_id",
+        "campaign_id",
+        "ad_id",
+        "clicks",
+        "fraud_clicks",
+        "stream_too_late",
+    ).collect()
+    return sorted([list(r) for r in rows])
+
+
+def master_apps() -> dict:
+    with urllib.request.urlopen(MASTER_JSON, timeout=10) as resp:
+        return json.load(resp)
+
+
 @pytest.fixture(scope="module")
 def local_rows(lake_hours):
     """The same reconcile on the pytest process's shared local[*] session."""
@@ -69,23 +97,6 @@ def local_rows(lake_hours):
 
     root, start, end, *_ = lake_hours
     return result_rows(get_spark(), root, "clicks", start, end)
-
-
-def run_job(tmp_path, lake_hours, **env) -> dict:
-    root, start, end, *_ = lake_hours
-    out = tmp_path / "result.json"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLICKAGG_SPARK_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.spark_cluster_job", root, "clicks", str(start), str(end)]
-        + [str(out)],
-        cwd=ROOT,
-        env={**environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(out.read_text())
 
 
 def test_local_rows_match_independent_recount(lake_hours, local_rows):
@@ -99,21 +110,15 @@ def test_local_rows_match_independent_recount(lake_hours, local_rows):
     assert +counted == +stream
 
 
-def test_reconcile_through_spark_connect_equals_local(
-    spark_cluster, tmp_path, lake_hours, local_rows
-):
-    got = run_job(tmp_path, lake_hours, CLICKAGG_SPARK_REMOTE=REMOTE)
-    assert got["master"] == spark_cluster  # the Connect server's jobs run on the cluster
-    assert got["rows"] == local_rows
-
-
-def test_minute_aggregates_asset_on_cluster(
-    spark_cluster, tmp_path, lake_hours, local_rows, settings, ch_database
+@pytest.mark.parametrize("via", ["master", "connect"])
+def test_minute_aggregates_on_cluster_equal_local(
+    via, spark_cluster, tmp_path, lake_hours, local_rows, settings, ch_database
 ):
     """The code location itself (`dagster asset materialize -m assets.definitions`) with
-    CLICKAGG_SPARK_MASTER set: one run over the range's hours after the first, whose first copies
-    come from the first-seen index (built on the cluster too); the rows it swaps into ClickHouse
-    equal local[*]'s for those hours, every column."""
+    CLICKAGG_SPARK_MASTER=spark://... (or CLICKAGG_SPARK_REMOTE=sc://...): one run over the
+    range's hours after the first, whose first copies come from the first-seen index (built by
+    the first of these runs, on the cluster; reused by the second); the rows it swaps into
+    ClickHouse equal local[*]'s for those hours in every column."""
     from clickagg_platform import clickhouse
     from tests.batch_support import hour_key
 
@@ -122,6 +127,11 @@ def test_minute_aggregates_asset_on_cluster(
     home = tmp_path / "dagster_home"
     home.mkdir()
     began_ms = int(time.time() * 1000)
+    spark_env = (
+        {"CLICKAGG_SPARK_MASTER": spark_cluster, "CLICKAGG_SPARK_CONF": CLUSTER_CONF}
+        if via == "master"
+        else {"CLICKAGG_SPARK_REMOTE": REMOTE}
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CLICKAGG_SPARK_")}
     proc = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize"]
@@ -131,8 +141,7 @@ def test_minute_aggregates_asset_on_cluster(
         env={
             **environ,
             "DAGSTER_HOME": str(home),
-            "CLICKAGG_SPARK_MASTER": spark_cluster,
-            "CLICKAGG_SPARK_CONF": CLUSTER_CONF,
+            **spark_env,
             "CLICKAGG_LAKE_URL": root,
             "CLICKAGG_CLICKS_TOPIC": "clicks",
             "CLICKAGG_CLICKHOUSE_DATABASE": ch_database,
@@ -142,11 +151,16 @@ def test_minute_aggregates_asset_on_cluster(
         timeout=300,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    # the run was an application of the cluster with two 1-core executors (one per worker)
-    with urllib.request.urlopen(MASTER_JSON, timeout=10) as resp:
-        apps = json.load(resp)["completedapps"]
-    ran = [a for a in apps if a["name"] == "clickagg-batch" and a["starttime"] >= began_ms]
-    assert [(a["cores"], a["state"]) for a in ran] == [(2, "FINISHED")], apps
+    apps = master_apps()
+    if via == "master":
+        # the run was an application of the cluster with two 1-core executors (one per worker)
+        done = apps["completedapps"]
+        ran = [a for a in done if a["name"] == "clickagg-batch" and a["starttime"] >= began_ms]
+        assert [(a["cores"], a["state"]) for a in ran] == [(2, "FINISHED")], done
+    else:
+        # the Connect server (whose SparkContext ran the run's jobs) is an app of the cluster
+        running = [(a["name"], a["cores"]) for a in apps["activeapps"]]
+        assert ("clickagg-connect", 1) in running, running
     c = clickhouse.client(settings)
     try:
         got = c.execute(
