@@ -18,14 +18,15 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from clickagg_platform import kafka_admin
+from clickagg_platform import kafka_admin, lake
 from clickagg_platform.kafka_security import KafkaSecurityError
 from clickagg_platform.loadgen import LoadPlan
 from clickagg_platform.loadgen.run_http import run_http_load
 from clickagg_platform.settings import Settings
+from resources.kafka import KafkaResource
 from tests.conftest import wait_until
 from tests.helpers import ROOT, capture_server, free_port, private_kafka, settings_env
-from tests.integration.stream_harness import Worker, metric_value, wait_equal
+from tests.integration.stream_harness import ArchiverProc, Worker, metric_value, wait_equal
 from tests.integration.test_capture import make_links
 from tests.kafka_pki import Pki, listener_conf, make_pki
 
@@ -104,6 +105,13 @@ def test_clicks_travel_capture_worker_clickhouse_over_sasl_ssl(
         seed=77, rate=300, clicks=600, duplicate_fraction=0, late_fraction=0, bot_fraction=0
     )
     worker = Worker(s, tmp_path / "w", f"t{unique}", **kafka_env(s)).start()
+    archiver = ArchiverProc(
+        s,
+        tmp_path / "a",
+        f"a{unique}",
+        CLICKAGG_STREAM_ARCHIVE_FLUSH_INTERVAL_S="0.5",
+        **kafka_env(s),
+    ).start()
     capture_log = tmp_path / "capture.log"
     try:
         with capture_server(s, capture_log) as (base, _):
@@ -116,12 +124,29 @@ def test_clicks_travel_capture_worker_clickhouse_over_sasl_ssl(
                 want[(row["minute_ms"], row["campaign_id"], row["ad_id"])] += row["billable"]
         assert sum(want.values()) == 600  # every click billable: exact count end to end
         wait_equal(s, want, timeout=90, workers=[worker])
+
+        def archived() -> int:  # the archiver's files name their offset ranges
+            return sum(f.last - f.first + 1 for f in lake.raw_files(s.lake_root, s.clicks_topic, s))
+
+        wait_until(lambda: archived() == 600, 60, "the archiver to hold all 600 clicks")
+        # the Dagster resource reads the topic's end offsets over SASL_SSL too
+        resource = KafkaResource(
+            bootstrap=s.bootstrap,
+            topic=s.clicks_topic,
+            security_protocol="SASL_SSL",
+            ssl_cafile=str(secure_broker.pki.ca),
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_username=USER,
+            sasl_password=secure_broker.password,
+        )
+        assert sum(resource.end_offsets().values()) == 600
         # every click was acked by the broker over SASL_SSL, none went the spool way
         assert metric_value(capture_metrics, 'clickagg_capture_requests_total{outcome="kafka"}')
         assert metric_value(capture_metrics, "clickagg_capture_spooled_total") == 0
         worker_metrics = worker.metrics()
     finally:
         worker.stop()
+        archiver.stop()
     capture_text = capture_log.read_text(errors="replace")
     assert "the loop producer speaks PLAINTEXT only, so this capture uses librdkafka" in (
         capture_text
@@ -133,6 +158,7 @@ def test_clicks_travel_capture_worker_clickhouse_over_sasl_ssl(
     outputs = {
         "capture log": capture_text,
         "worker log": worker.log_path.read_text(errors="replace"),
+        "archiver log": archiver.log_path.read_text(errors="replace"),
         "capture /metrics": capture_metrics,
         "worker /metrics": worker_metrics,
         "clickagg config": shown.stdout + shown.stderr,
@@ -151,6 +177,19 @@ def test_wrong_password_fails_fast_with_a_clear_error(secure_broker, settings):
     assert f"SCRAM-SHA-256 user={USER}" in out.stderr  # says who, never the password
     assert "not-the-password" not in out.stderr
     assert elapsed < 30, f"took {elapsed:.1f}s: a refused login must not wait out the timeout"
+
+
+def test_worker_with_a_wrong_password_exits_with_the_reason(secure_broker, settings, tmp_path):
+    s = sasl_settings(settings, secure_broker, password="not-the-password")
+    worker = Worker(s, tmp_path / "w", "tbadpw", **kafka_env(s)).start()
+    try:
+        wait_until(lambda: not worker.alive(), 45, "the worker to exit")
+    finally:
+        worker.kill()
+    text = worker.log_path.read_text(errors="replace")
+    # (Faust's own aiokafka client connects first and stops the worker with aiokafka's reason)
+    assert "SaslAuthenticationFailed: Authentication failed" in text, text[-3000:]
+    assert "not-the-password" not in text
 
 
 def test_wrong_ca_fails_fast_with_a_clear_error(secure_broker, settings):
