@@ -10,6 +10,7 @@ need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)  # throwaway CA of the Kafka TLS/SASL test
 command -v promtool >/dev/null || need+=(prometheus)  # promtool validates the alert rules
 command -v wrk >/dev/null || need+=(wrk)  # load generator of bench-capture
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)  # dashboard browser test

@@ -78,6 +78,19 @@ def sasl_settings(base: Settings, broker: SecureBroker, password: str | None = N
     )
 
 
+def sasl_resource(s: Settings, broker: SecureBroker) -> KafkaResource:
+    """The Dagster kafka resource configured like `s` (as assets/definitions.py does)."""
+    return KafkaResource(
+        bootstrap=s.bootstrap,
+        topic=s.clicks_topic,
+        security_protocol="SASL_SSL",
+        ssl_cafile=str(broker.pki.ca),
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username=USER,
+        sasl_password=broker.password,
+    )
+
+
 def kafka_env(s: Settings) -> dict[str, str]:
     """The CLICKAGG_KAFKA_* variables of `s` (for the worker, which inherits the rest)."""
     return {k: v for k, v in settings_env(s).items() if k.startswith("CLICKAGG_KAFKA_")}
@@ -130,15 +143,7 @@ def test_clicks_travel_capture_worker_clickhouse_over_sasl_ssl(
 
         wait_until(lambda: archived() == 600, 60, "the archiver to hold all 600 clicks")
         # the Dagster resource reads the topic's end offsets over SASL_SSL too
-        resource = KafkaResource(
-            bootstrap=s.bootstrap,
-            topic=s.clicks_topic,
-            security_protocol="SASL_SSL",
-            ssl_cafile=str(secure_broker.pki.ca),
-            sasl_mechanism="SCRAM-SHA-256",
-            sasl_username=USER,
-            sasl_password=secure_broker.password,
-        )
+        resource = sasl_resource(s, secure_broker)
         assert sum(resource.end_offsets().values()) == 600
         # every click was acked by the broker over SASL_SSL, none went the spool way
         assert metric_value(capture_metrics, 'clickagg_capture_requests_total{outcome="kafka"}')
@@ -274,3 +279,19 @@ def test_capture_with_refused_credentials_spools_and_says_why(secure_broker, set
     assert metric_value(metrics, "clickagg_capture_spooled_total") == 1
     text = log_path.read_text(errors="replace")
     assert "Authentication failed" in text and "not-the-password" not in text
+
+
+def test_load_generator_kafka_target_over_sasl_ssl(secure_broker, settings, tmp_path, unique):
+    """`clickagg load --target kafka` (the loadgen's librdkafka sink) over SASL_SSL: every
+    generated click lands, counted back by the Dagster resource's end offsets."""
+    s = sasl_settings(settings, secure_broker).model_copy(update={"clicks_topic": f"load_{unique}"})
+    kafka_admin.ensure_topic(s)
+    out = clickagg(
+        settings_env(s),
+        "load", "--target", "kafka", "--clicks", "400", "--rate", "2000",
+        "--duplicate-fraction", "0", "--manifest", str(tmp_path / "manifest.json"),
+        timeout=90,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    resource = sasl_resource(s, secure_broker)
+    assert sum(resource.end_offsets().values()) == 400
