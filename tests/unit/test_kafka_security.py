@@ -82,6 +82,8 @@ def test_sasl_ssl_for_every_client_family(ca):
 def test_ssl_without_ca_uses_the_system_store():
     conf = librdkafka_config(KafkaSecurity(protocol="SSL"))
     assert conf["ssl.ca.location"] == "probe" and conf["security.protocol"] == "ssl"
+    creds = faust_credentials(KafkaSecurity(protocol="SSL"))
+    assert creds.protocol.value == "SSL" and creds.context.check_hostname
     assert aiokafka_kwargs(KafkaSecurity(protocol="SSL"))["ssl_context"].verify_mode == (
         ssl.CERT_REQUIRED
     )
