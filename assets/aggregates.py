@@ -80,7 +80,9 @@ class ReconcileConfig(dg.Config):
         description="The DuckDB recount behind batch_total_matches_raw re-reads the whole "
         "horizon's raw files (independent of the index) instead of joining the same index",
     )
-    index_buckets: int = Field(16, description="Buckets of index hours built by this run")
+    index_buckets: int = Field(
+        0, description="Buckets of index hours built by this run (0 = sized from the rows)"
+    )
 
 
 def reconcile_params(config: ReconcileConfig, start_ms: int, end_ms: int):

@@ -28,7 +28,9 @@ INDEX_CHECK = dg.AssetCheckSpec(
 
 
 class IndexConfig(dg.Config):
-    buckets: int = Field(fs_.DEFAULT_BUCKETS, description="Hash buckets per hour (files)")
+    buckets: int = Field(
+        fs_.DEFAULT_BUCKETS, description="Hash buckets per hour (files); 0 = sized from the rows"
+    )
     force: bool = Field(False, description="Rebuild hours whose index is already current")
 
 
@@ -104,6 +106,8 @@ def build(
         tempfile.TemporaryDirectory(prefix="clickagg-index-") as tmp,
     ):
         out_dir = os.path.join(tmp, "out")
+        if buckets <= 0:
+            buckets = fs_.auto_buckets(_rows_in(paths) / len(hours))
         if paths:
             raw = session.read.parquet(*paths)
             rows = fs_.index_rows(raw, min(hours), max(hours) + HOUR_MS, buckets)
@@ -150,6 +154,12 @@ def build(
             f"{sum(p.rows for p in pointers.values())} ids in {time.monotonic() - t0:.1f} s"
         )
     return pointers
+
+
+def _rows_in(paths: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
 
 
 def _parquet_under(directory: str) -> list[str]:

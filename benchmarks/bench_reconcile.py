@@ -271,7 +271,7 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
 
     hour = DAY0 + 23 * HOUR_MS
     earlier = list(range(hour - 24 * HOUR_MS, hour, HOUR_MS))
-    ptrs, index_all_s = timed(lambda: build(spark, store, st, earlier, 16, "bench"))
+    ptrs, index_all_s = timed(lambda: build(spark, store, st, earlier, 0, "bench"))
     seen = [
         u.removeprefix("file://")
         for h in earlier
@@ -290,7 +290,7 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
         return _keyed(reconcile(spark.read.parquet(*own), params, seen=seen_df).collect())
 
     a2, a2_s = timed(with_index)
-    _, own_index_s = timed(lambda: build(spark, store, st, [hour], 16, "bench"))
+    _, own_index_s = timed(lambda: build(spark, store, st, [hour], 0, "bench"))
     if a1 != a2:
         diff = [k for k in set(a1) | set(a2) if a1.get(k) != a2.get(k)][:5]
         raise SystemExit(f"index path and horizon path disagree, e.g. {diff}")
@@ -301,7 +301,7 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
     # (c) the day hour by hour: build the hour's index, reconcile joining the earlier ones
     day_total, merged, t_build, t_rec = 0.0, {}, 0.0, 0.0
     for h in range(DAY0, DAY0 + DAY_MS, HOUR_MS):
-        _, b_s = timed(lambda h=h: build(spark, store, st, [h], 16, "bench"))
+        _, b_s = timed(lambda h=h: build(spark, store, st, [h], 0, "bench"))
         prev = [x for x in range(h - 24 * HOUR_MS, h, HOUR_MS) if x >= DAY0 - HOUR_MS]
         urls = []
         for x in prev:

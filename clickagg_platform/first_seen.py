@@ -28,7 +28,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 INDEX_COLUMNS = ("event_id", "kafka_partition", "kafka_offset", "event_time")
-DEFAULT_BUCKETS = 16
+DEFAULT_BUCKETS = 0  # 0 = sized from the hour's raw rows (`auto_buckets`)
+ROWS_PER_BUCKET = 2_000_000
+MAX_BUCKETS = 256
+
+
+def auto_buckets(rows_per_hour: float) -> int:
+    """Buckets for an hour of this many raw rows: a power of two, ~2 M ids per bucket file at
+    most (1 below that: hundreds of tiny files cost a reader more than they save)."""
+    b = 1
+    while b < MAX_BUCKETS and rows_per_hour / b > ROWS_PER_BUCKET:
+        b *= 2
+    return b
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ def expired_hours(index_hours: list[int], now_ms: int, keep_ms: int) -> list[int
     return sorted(h for h in index_hours if h + 3_600_000 <= cutoff)
 
 
-def index_rows(raw, start_ms: int, end_ms: int, buckets: int = DEFAULT_BUCKETS):
+def index_rows(raw, start_ms: int, end_ms: int, buckets: int):
     """Raw records (lake.RAW_SCHEMA) -> one row per (event hour in [start, end), event_id): the
     copy with the lowest (kafka_partition, kafka_offset) among the records of that hour, plus
     `hour` (epoch ms) and `bucket` = pmod(xxhash64(event_id), buckets)."""

@@ -103,3 +103,11 @@ def test_index_rows_equal_the_plain_rule(spark):
     for (_h, eid), v in got.items():
         by_id.setdefault(eid, set()).add(v[3])
     assert all(len(b) == 1 for b in by_id.values())
+
+
+def test_auto_buckets_grow_in_powers_of_two_with_the_hour():
+    assert fs.auto_buckets(0) == 1
+    assert fs.auto_buckets(2_000_000) == 1
+    assert fs.auto_buckets(2_000_001) == 2
+    assert fs.auto_buckets(30_000_000) == 16
+    assert fs.auto_buckets(3.6e9) == fs.MAX_BUCKETS  # 1 M clicks/s: capped
