@@ -24,6 +24,7 @@ from assets.common import (
 from assets.partitions import hourly
 from clickagg_platform import lake
 from clickagg_platform.reconcile import (
+    BROADCAST_MAX_ROWS,
     OUTPUT_COLUMNS,
     ReconcileParams,
     duckdb_reconcile,
@@ -80,6 +81,11 @@ class ReconcileConfig(dg.Config):
         description="The DuckDB recount behind batch_total_matches_raw re-reads the whole "
         "horizon's raw files (independent of the index) instead of joining the same index",
     )
+    broadcast_max_rows: int = Field(
+        BROADCAST_MAX_ROWS,
+        description="Up to this many raw rows read, the range's first copies are broadcast to "
+        "probe the index (no shuffle of the index); above, a sort-merge join",
+    )
     index_buckets: int = Field(
         0, description="Buckets of index hours built by this run (0 = sized from the rows)"
     )
@@ -114,7 +120,9 @@ def load_raw(spark, paths: list[str]):
     return spark.read.parquet(*paths)
 
 
-def _reconcile_files(files, params, spark, lake_store, settings, horizon, seen_urls, full):
+def _reconcile_files(
+    files, params, spark, lake_store, settings, horizon, seen_urls, full, broadcast_max_rows
+):
     """Spark result rows and the DuckDB recount over exactly these raw files (+ the index files
     of earlier hours, `seen_urls`). `horizon`: the files of the horizon's hours (watermark
     seeds; with `full`, the DuckDB recount reads all of them instead of the index)."""
@@ -133,7 +141,8 @@ def _reconcile_files(files, params, spark, lake_store, settings, horizon, seen_u
                 seeds, "kafka_partition int, first long, last long, seed_max_t long"
             )
         seen_df = session.read.parquet(*seen_paths) if seen_paths else None
-        result = reconcile(load_raw(session, paths), params, seed_df, seen_df)
+        small = first_seen.rows_in(paths) <= broadcast_max_rows
+        result = reconcile(load_raw(session, paths), params, seed_df, seen_df, small)
         rows = (
             result.withColumn("minute_ms", F.unix_millis("window_start"))
             .drop("window_start")
@@ -233,6 +242,7 @@ def minute_aggregates(
             raw_files_for(root, topic, all_hours, settings),
             seen_urls,
             config.full_recount,
+            config.broadcast_max_rows,
         ),
         context.log,
     )

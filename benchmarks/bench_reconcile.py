@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from clickagg_platform import lake  # noqa: E402
 from clickagg_platform.loadgen.rules import BOT_USER_AGENTS, NORMAL_USER_AGENTS  # noqa: E402
 from clickagg_platform.reconcile import (  # noqa: E402
+    BROADCAST_MAX_ROWS,
     ReconcileParams,
     duckdb_reconcile,
     reconcile,
@@ -278,6 +279,9 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
         for u in index_file_urls(root, TOPIC, h, ptrs[h], st)
     ]
     index_rows = sum(p.rows for p in ptrs.values())
+    index_bytes = sum(os.path.getsize(p) for p in seen)
+    raw_bytes = sum(os.path.getsize(p) for p in files_of(earlier))
+    raw_rows = _rows(files_of(earlier))
     own, horizon = files_of([hour]), files_of(earlier + [hour])
     params = ReconcileParams(hour, hour + HOUR_MS)
     console.print(f"index of 24 h built in {index_all_s:.1f} s ({index_rows:,} ids)")
@@ -287,7 +291,9 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
 
     def with_index():
         seen_df = spark.read.parquet(*seen)
-        return _keyed(reconcile(spark.read.parquet(*own), params, seen=seen_df).collect())
+        small = _rows(own) <= BROADCAST_MAX_ROWS  # the asset's rule
+        df = reconcile(spark.read.parquet(*own), params, seen=seen_df, broadcast_candidates=small)
+        return _keyed(df.collect())
 
     a2, a2_s = timed(with_index)
     _, own_index_s = timed(lambda: build(spark, store, st, [hour], 0, "bench"))
@@ -313,9 +319,12 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
 
         def one(h=h, paths=paths, p_h=p_h):
             seen_df = spark.read.parquet(*paths) if paths else None
-            return _keyed(
-                reconcile(spark.read.parquet(*files_of([h])), p_h, seen=seen_df).collect()
+            own_h = files_of([h])
+            small = _rows(own_h) <= BROADCAST_MAX_ROWS
+            df = reconcile(
+                spark.read.parquet(*own_h), p_h, seen=seen_df, broadcast_candidates=small
             )
+            return _keyed(df.collect())
 
         part, r_s = timed(one)
         merged.update(part)
@@ -337,6 +346,10 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
             f"{a2_s + own_index_s:.1f} s ({(a2_s + own_index_s) / a0_s:.1f}x floor)",
         ),
         ("index of 24 h: ids / build time (one job)", f"{index_rows:,} / {index_all_s:.1f} s"),
+        (
+            "index bytes per id / raw bytes per record (24 h)",
+            f"{index_bytes / max(index_rows, 1):.1f} B / {raw_bytes / max(raw_rows, 1):.1f} B",
+        ),
         (
             "(c) day hour by hour: total (index builds + reconciles)",
             f"{day_total:.1f} s ({t_build:.1f} + {t_rec:.1f}), equals the whole-day result",
@@ -374,7 +387,7 @@ hour building its index then reconciling against the earlier ones; must equal (b
 """
     pattern = re.compile(r"## bench-reconcile\n.*?(?=\n## |\Z)", re.S)
     if pattern.search(text):
-        text = pattern.sub(section.rstrip("\n"), text)
+        text = pattern.sub(section.rstrip("\n") + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     doc.write_text(text)

@@ -64,7 +64,7 @@ class ReconcileParams:
     allowed_lateness_ms: int = 600_000
 
 
-def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
+def reconcile(raw, params: ReconcileParams, seeds=None, seen=None, broadcast_candidates=False):
     """Raw records -> one row per (window_start, advertiser, campaign, ad) with a first copy in
     range: `clicks` billable, `fraud_clicks` not billed as fraud-like, `stream_too_late` billable
     clicks the stream's lateness policy excludes. `window_start` is a Spark TIMESTAMP (UTC).
@@ -77,7 +77,8 @@ def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
     `seen` (optional; columns event_id, kafka_partition, kafka_offset): first copies known from
     outside `raw` (the first-seen index of the horizon's earlier hours). A first copy in `raw`
     with an earlier copy in `seen` (lower (partition, offset)) is a duplicate, exactly as if
-    those records had been read."""
+    those records had been read. `broadcast_candidates`: the range's first copies are few enough
+    to broadcast (see `_drop_seen`)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -112,16 +113,6 @@ def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
         )
     by_id = Window.partitionBy("event_id").orderBy("kafka_partition", "kafka_offset")
     firsts = records.withColumn("copy_no", F.row_number().over(by_id)).where(F.col("copy_no") == 1)
-    if seen is not None:
-        k = seen.select("event_id", "kafka_partition", "kafka_offset").alias("k")
-        earlier = (F.col("f.event_id") == F.col("k.event_id")) & (
-            (F.col("k.kafka_partition") < F.col("f.kafka_partition"))
-            | (
-                (F.col("k.kafka_partition") == F.col("f.kafka_partition"))
-                & (F.col("k.kafka_offset") < F.col("f.kafka_offset"))
-            )
-        )
-        firsts = firsts.alias("f").join(k, earlier, "left_anti")
     firsts = (
         firsts.withColumn(
             "minute", F.col("event_time") - F.pmod(F.col("event_time"), F.lit(MINUTE_MS))
@@ -129,6 +120,8 @@ def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
         # minutes never straddle the range's whole-minute bounds: filter before the ip count
         .where((F.col("event_time") >= p.start_ms) & (F.col("event_time") < p.end_ms))
     )
+    if seen is not None:
+        firsts = _drop_seen(firsts, seen, broadcast_candidates)
     per_ip_minute = Window.partitionBy("ip_hash", "minute")
     firsts = firsts.withColumn("ip_clicks", F.count(F.lit(1)).over(per_ip_minute))
     bot = F.coalesce(F.col("user_agent").rlike(BOT_UA_REGEX), F.lit(False))
@@ -151,6 +144,37 @@ def reconcile(raw, params: ReconcileParams, seeds=None, seen=None):
         "clicks",
         "fraud_clicks",
         "stream_too_late",
+    )
+
+
+# Up to this many raw rows read for a range, its first copies are broadcast to probe the index
+# (~50 B each: 100 MB at most in the driver and each executor); above, a sort-merge join.
+BROADCAST_MAX_ROWS = 2_000_000
+
+
+def _drop_seen(firsts, seen, broadcast_candidates: bool):
+    """First copies without an earlier copy in `seen`. The index side is ~24x the range's side
+    (one hour per hour of the horizon): it is scanned once and probed against the range's
+    candidate ids (a broadcast hash join when they are few, so the index is never shuffled), which
+    yields the few ids that do have an earlier copy; those are then dropped."""
+    from pyspark.sql import functions as F
+
+    cand = firsts.select("event_id", "kafka_partition", "kafka_offset").alias("f")
+    if broadcast_candidates:
+        cand = F.broadcast(cand)
+    k = seen.select("event_id", "kafka_partition", "kafka_offset").alias("k")
+    earlier = (F.col("f.event_id") == F.col("k.event_id")) & (
+        (F.col("k.kafka_partition") < F.col("f.kafka_partition"))
+        | (
+            (F.col("k.kafka_partition") == F.col("f.kafka_partition"))
+            & (F.col("k.kafka_offset") < F.col("f.kafka_offset"))
+        )
+    )
+    dup_ids = k.join(cand, earlier, "inner").select(F.col("f.event_id").alias("event_id"))
+    return firsts.join(
+        F.broadcast(dup_ids.distinct()) if broadcast_candidates else dup_ids.distinct(),
+        "event_id",
+        "left_anti",
     )
 
 

@@ -148,6 +148,13 @@ def test_hour_by_hour_in_any_order_with_late_files_equals_one_whole_range_run(
         in_hours(fraud, HOURS[0], HOURS[-1] + HOUR).values()
     )
 
+    # the sort-merge join (what a large hour uses) instead of broadcasting the candidates
+    cfg = {"ops": {"minute_aggregates": {"config": {"broadcast_max_rows": 0}}}}
+    for h in rng.sample(HOURS, 2):
+        res = run(settings, ["minute_aggregates"], cfg, partition_key=hour_key(h))
+        assert all(checks(res).values()), checks(res)
+    assert batch_rows(settings) == hourly_rows
+
     # and the same as the pre-index path (re-reading the whole horizon) with a full recount
     cfg = {"ops": {"minute_aggregates": {"config": {"use_index": False, "full_recount": True}}}}
     for h in rng.sample(HOURS, 2):
