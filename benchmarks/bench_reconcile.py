@@ -175,11 +175,31 @@ def main(
     for n in sizes:
         table.add_column(f"{n:,} clicks", justify="right")
     rows = [(label, *(dict(c)[label] for c in columns)) for label, _ in columns[0]]
+    rows += slopes(rows, sizes)
     for r in rows:
         table.add_row(*r)
     console.print(table)
     if record:
         write_section(rows, sizes, block)
+
+
+SLOPE_ROWS = ("(b) day, Spark", "(b) day, DuckDB", "(a0)", "(a1)", "(a2)", "(c)")
+
+
+def slopes(rows, sizes: list[int]) -> list[tuple[str, ...]]:
+    """Seconds per extra million clicks between the smallest and the largest size, for the
+    timed rows: what grows with the data and what is fixed cost."""
+    if len(sizes) < 2:
+        return []
+    out = []
+    span_m = (sizes[-1] - sizes[0]) / 1e6
+    for label, *vals in rows:
+        if not label.startswith(SLOPE_ROWS):
+            continue
+        first, last = (float(v.split()[0]) for v in (vals[0], vals[-1]))
+        slope = f"{(last - first) / span_m:+.2f} s per M clicks"
+        out.append((f"slope of {label.split(':')[0]}", *([""] * (len(sizes) - 1)), slope))
+    return out
 
 
 def run_size(clicks: int, block: int, by_hour: bool, console, workdir) -> list[tuple[str, str]]:
