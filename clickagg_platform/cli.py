@@ -170,6 +170,25 @@ def dagster_metrics(
     serve(host, port)
 
 
+@app.command("alert-log")
+def alert_log(
+    host: str = typer.Option("127.0.0.1", help="Bind address"),
+    port: int = typer.Option(None, help="Port (default CLICKAGG_ALERT_LOG_PORT)"),
+    path: str = typer.Option(None, help="JSON-lines file (default <local dir>/alerts.log)"),
+) -> None:
+    """Alertmanager webhook receiver: append each delivered alert as a JSON line to a file."""
+    from pathlib import Path
+
+    from clickagg_platform.alert_log import make_server
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    out = Path(path) if path else s.local_dir / "alerts.log"
+    server = make_server(host, port or s.alert_log_port, out)
+    typer.echo(f"alert log receiver on http://{host}:{server.server_port}/ -> {out}")
+    server.serve_forever()
+
+
 apikey_app = typer.Typer(help="Create, list and revoke advertiser API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     dagster_metrics_port: int = Field(
         16068, description="Port of `clickagg dagster-metrics` (Prometheus metrics of Dagster)"
     )
+    alert_log_port: int = Field(
+        19095, description="Port of `clickagg alert-log` (Alertmanager webhook receiver)"
+    )
     capture_metrics_urls: str = Field(
         "http://127.0.0.1:18080/metrics", description="Capture /metrics URLs read for health"
     )

@@ -12,6 +12,7 @@ command -v mvn >/dev/null || need+=(maven)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)  # throwaway CA of the Kafka TLS/SASL test
 command -v promtool >/dev/null || need+=(prometheus)  # promtool validates the alert rules
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # demo/alert tests
 command -v wrk >/dev/null || need+=(wrk)  # load generator of bench-capture
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)  # dashboard browser test
 command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
