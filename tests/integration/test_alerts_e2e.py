@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -108,3 +110,65 @@ def test_capture_spooling_fires_when_kafka_stops_under_load_and_resolves(setting
                 kafka("start")
                 wait_until(lambda: prom_alerts(prom, name) == [], 120, f"{name} to resolve")
                 wait_until(lambda: delivered(log, name)[-1:] == ["resolved"], 60, "resolved via AM")
+
+
+def test_asset_check_alert_fires_after_the_drift_gate_fails(settings, ch_database, tmp_path):
+    """The real drift_report asset on a real Dagster instance: the hot path counted 9 clicks of a
+    minute the batch counted 10, the blocking drift gate fails, `clickagg dagster-metrics` exports
+    it and ClickAggAssetCheckFailing reaches the alert log through Alertmanager."""
+    import dagster as dg
+
+    from assets.drift import drift_report
+    from clickagg_platform import clickhouse as chm
+    from resources.clickhouse import ClickHouseResource
+    from tests.helpers import settings_env, wait_http
+
+    name = "ClickAggAssetCheckFailing"
+    hour = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    c = chm.client(settings)
+    try:
+        db = settings.clickhouse_database
+        c.execute(
+            f"INSERT INTO {db}.minute_aggregates_batch (hour, window_start, advertiser_id, "
+            "campaign_id, ad_id, clicks, fraud_clicks, stream_too_late, reconciled_at, run_id) "
+            "VALUES",
+            [(hour, hour, "a1", "c1", "ad1", 10, 0, 0, hour, "r")],
+        )
+        c.execute(
+            f"INSERT INTO {db}.hot_clicks (window_start, campaign_id, ad_id, source, "
+            "source_partition, clicks, version) VALUES",
+            [(hour, "c1", "ad1", 0, 0, 9, 1)],
+        )
+    finally:
+        c.disconnect()
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        res = dg.materialize(
+            [drift_report],
+            instance=instance,
+            partition_key="2026-01-01-06:00",
+            resources={"clickhouse": ClickHouseResource.from_settings(settings)},
+            raise_on_error=False,
+        )
+    gate = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    assert gate["drift_within_threshold"] is False  # ground truth: 9 hot vs 10 batch
+    port = free_port()
+    env = settings_env(settings, DAGSTER_HOME=str(home))
+    cmd = [sys.executable, "-m", "clickagg_platform.cli", "dagster-metrics", "--port", str(port)]
+    with open(tmp_path / "dagster-metrics.log", "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics", proc=proc, timeout=60)
+        with prometheus(tmp_path, {"dagster": f"127.0.0.1:{port}"}) as (prom, log):
+            wait_until(lambda: prom_alerts(prom, name) == ["firing"], 60, f"{name} firing")
+            wait_until(lambda: "firing" in delivered(log, name), 30, "delivery via AM")
+            rows = [json.loads(line) for line in log.read_text().splitlines()]
+            fired = [r for r in rows if r["alertname"] == name]
+            assert {r["labels"]["check"] for r in fired} == {"drift_within_threshold"}
+            assert fired[0]["annotations"]["runbook"] == (
+                "docs/operations.md#clickaggassetcheckfailing"
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
