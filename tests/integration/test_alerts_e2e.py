@@ -172,3 +172,34 @@ def test_asset_check_alert_fires_after_the_drift_gate_fails(settings, ch_databas
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.usefixtures("stream_internal_topics")
+def test_worker_down_fires_when_the_stream_worker_stops_under_load(
+    settings, kafka_topic, ch_database, tmp_path, unique
+):
+    """A stopped worker takes its lag metrics with it, so the lag alerts cannot fire: the
+    `up`-based ClickAggStreamWorkerDown does, while clicks keep arriving; it resolves on restart."""
+    from tests.helpers import wait_http
+    from tests.integration.stream_harness import Placed, Worker, now_ms, produce, totals
+    from tests.unit.stream_sim import make_events
+
+    name = "ClickAggStreamWorkerDown"
+    events = make_events(seed=21, n=4000, start_ms=now_ms() - 600_000)
+    produce(settings, events[:2000], Placed())
+    worker = Worker(settings, tmp_path / "w", f"t{unique}").start()
+    try:
+        target = f"127.0.0.1:{worker.port}"
+        wait_http(f"http://{target}/metrics", timeout=90, proc=worker.proc)
+        with prometheus(tmp_path, {"stream": target}) as (prom, log):
+            wait_until(lambda: sum(totals(settings).values()) > 0, 90, "hot rows")
+            assert prom_alerts(prom, name) == []
+            worker.stop()
+            produce(settings, events[2000:], Placed())  # traffic goes on without a consumer
+            wait_until(lambda: prom_alerts(prom, name) == ["firing"], 60, f"{name} firing")
+            wait_until(lambda: "firing" in delivered(log, name), 30, "delivery via AM")
+            worker.start()
+            wait_until(lambda: prom_alerts(prom, name) == [], 120, f"{name} to resolve")
+            wait_until(lambda: delivered(log, name)[-1:] == ["resolved"], 60, "resolved via AM")
+    finally:
+        worker.stop()
