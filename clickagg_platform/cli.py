@@ -170,6 +170,21 @@ def dagster_metrics(
     serve(host, port)
 
 
+@app.command("clickhouse-metrics")
+def clickhouse_metrics(
+    host: str = typer.Option("127.0.0.1", help="Bind address"),
+    port: int = typer.Option(None, help="Port (default CLICKAGG_CLICKHOUSE_METRICS_PORT)"),
+) -> None:
+    """Serve ClickHouse's system.metrics / events / asynchronous_metrics at /metrics."""
+    from clickagg_platform.clickhouse_metrics import serve
+    from clickagg_platform.settings import get_settings
+
+    s = get_settings()
+    port = port or s.clickhouse_metrics_port
+    typer.echo(f"ClickHouse metrics on http://{host}:{port}/metrics")
+    serve(host, port, s)
+
+
 @app.command("alert-log")
 def alert_log(
     host: str = typer.Option("127.0.0.1", help="Bind address"),

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     dagster_metrics_port: int = Field(
         16068, description="Port of `clickagg dagster-metrics` (Prometheus metrics of Dagster)"
     )
+    clickhouse_metrics_port: int = Field(
+        16069, description="Port of `clickagg clickhouse-metrics` (ClickHouse system tables)"
+    )
     alert_log_port: int = Field(
         19095, description="Port of `clickagg alert-log` (Alertmanager webhook receiver)"
     )

@@ -10,12 +10,12 @@ RATE=${DEMO_RATE:-50}
 case "${1:-start}" in
   stop)
     infra/prometheus.sh stop || true
-    for p in load api dagster-metrics dagster worker archiver capture; do infra/proc.sh stop "$p" || true; done
+    for p in load api clickhouse-metrics dagster-metrics dagster worker archiver capture; do infra/proc.sh stop "$p" || true; done
     infra/kafka.sh stop; infra/clickhouse.sh stop
     exit 0 ;;
   status)
     infra/kafka.sh status || true; infra/clickhouse.sh status || true
-    for p in capture worker archiver load api dagster dagster-metrics; do infra/proc.sh status "$p" || true; done
+    for p in capture worker archiver load api dagster dagster-metrics clickhouse-metrics; do infra/proc.sh status "$p" || true; done
     infra/prometheus.sh status || true
     exit 0 ;;
 esac
@@ -51,6 +51,7 @@ DAGSTER_HOME=${DAGSTER_HOME:-$ROOT/.local/dagster}; export DAGSTER_HOME; mkdir -
 infra/proc.sh start dagster dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
 for _ in $(seq 150); do curl -fs "http://127.0.0.1:${DAGSTER_PORT:-3000}/server_info" >/dev/null && break; sleep 0.2; done
 infra/proc.sh start dagster-metrics clickagg dagster-metrics
+infra/proc.sh start clickhouse-metrics clickagg clickhouse-metrics
 infra/prometheus.sh start
 LINK=$(clickagg mint -a demo-adv -c demo-campaign --ad demo-ad -l "https://example.com/landing")
 cat <<MSG
@@ -67,6 +68,7 @@ ClickAgg demo is running (stop it with: make demo-stop)
   query API         http://127.0.0.1:${CLICKAGG_API_PORT:-18000}/docs   (advertiser $ADVERTISER, key in .local/demo/api_key)
   Dagster UI        http://127.0.0.1:${DAGSTER_PORT:-3000}   (hourly reconcile at :15, daily billing at 01:30 UTC)
   Dagster metrics   http://127.0.0.1:${CLICKAGG_DAGSTER_METRICS_PORT:-16068}/metrics   (runs, asset checks; for Prometheus)
+  ClickHouse metrics http://127.0.0.1:${CLICKAGG_CLICKHOUSE_METRICS_PORT:-16069}/metrics   (system.metrics/events/asynchronous_metrics)
   Prometheus        http://127.0.0.1:${CLICKAGG_PROMETHEUS_PORT:-19090}/alerts   (scrapes all of the above, rules infra/prometheus/alerts.yml)
   Alertmanager      http://127.0.0.1:${CLICKAGG_ALERTMANAGER_PORT:-19094}   (delivers to clickagg alert-log -> .local/alerts.log)
   logs              .local/run/*.log
