@@ -6,6 +6,9 @@ cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 CAPTURE_PORT=${CLICKAGG_CAPTURE_PORT:-18080}
 RATE=${DEMO_RATE:-50}
+# broker metrics (JMX exporter agent) when the demo starts the broker; a broker already running
+# keeps its flags (restart it with make demo-stop to get them)
+export CLICKAGG_KAFKA_JMX_PORT=${CLICKAGG_KAFKA_JMX_PORT:-19096}
 
 case "${1:-start}" in
   stop)
@@ -59,7 +62,7 @@ cat <<MSG
 ClickAgg demo is running (stop it with: make demo-stop)
   capture service   http://127.0.0.1:$CAPTURE_PORT        (/healthz /readyz /metrics)
   a signed click    $LINK
-  Kafka             127.0.0.1:${CLICKAGG_KAFKA_PORT:-19092}   topic clicks
+  Kafka             127.0.0.1:${CLICKAGG_KAFKA_PORT:-19092}   topic clicks, broker metrics http://127.0.0.1:$CLICKAGG_KAFKA_JMX_PORT/metrics
   ClickHouse        127.0.0.1:${CLICKAGG_CLICKHOUSE_PORT:-19000} (native), http://127.0.0.1:${CLICKAGG_CLICKHOUSE_HTTP_PORT:-18123}
   stream worker     http://127.0.0.1:${CLICKAGG_STREAM_WEB_PORT:-16066}/metrics   (hot table clickagg.hot_clicks)
   raw archiver      http://127.0.0.1:${CLICKAGG_STREAM_ARCHIVE_WEB_PORT:-16067}/metrics   (lake .local/lake/raw)

@@ -6,6 +6,8 @@
 # Extra listeners (tests: a SASL_SSL one): CLICKAGG_KAFKA_EXTRA_CONF names a properties file
 # appended to the rendered config (later keys win), CLICKAGG_KAFKA_SCRAM a SCRAM credential
 # created at format time ('SCRAM-SHA-256=[name=u,password=p]', kafka-storage --add-scram).
+# Broker metrics: with CLICKAGG_KAFKA_JMX_PORT set, the Prometheus JMX exporter java agent
+# (infra/kafka/pom.xml, rules infra/kafka/jmx-exporter.yml) serves 127.0.0.1:<port>/metrics.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOCAL=${CLICKAGG_LOCAL_DIR:-$ROOT/.local}
@@ -29,6 +31,24 @@ fetch() {
   mkdir -p "$LIBS"
   mvn -q -B -f "$ROOT/infra/kafka/pom.xml" dependency:copy-dependencies -Dkafka.libs="$LIBS"
   touch "$LIBS/.complete"
+}
+
+AGENT=$LIBS/agent/jmx_prometheus_javaagent.jar
+JMX_VERSION=$(sed -n 's#.*<jmx.exporter.version>\(.*\)</jmx.exporter.version>.*#\1#p' "$ROOT/infra/kafka/pom.xml")
+
+# the agent has its own marker: a machine whose broker jars were fetched before gets it too
+fetch_agent() {
+  if [ -f "$LIBS/agent/.complete-$JMX_VERSION" ]; then return 0; fi
+  log "fetching the JMX exporter agent $JMX_VERSION into $LIBS/agent"
+  mkdir -p "$LIBS/agent"
+  mvn -q -B -f "$ROOT/infra/kafka/pom.xml" dependency:copy@jmx-agent -Dkafka.libs="$LIBS" >&2
+  touch "$LIBS/agent/.complete-$JMX_VERSION"
+}
+
+agent_opts() {
+  [ -n "${CLICKAGG_KAFKA_JMX_PORT:-}" ] || return 0
+  fetch_agent
+  echo "-javaagent:$AGENT=127.0.0.1:$CLICKAGG_KAFKA_JMX_PORT:$ROOT/infra/kafka/jmx-exporter.yml"
 }
 
 render() {
@@ -80,8 +100,10 @@ start() {
   if running; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; wait_ready 60; return 0; fi
   if port_open; then log "port $PORT is taken by another process"; exit 1; fi
   format
-  log "starting broker on 127.0.0.1:$PORT"
-  nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true -Dclickagg.role=kafka \
+  local agent; agent=$(agent_opts)
+  log "starting broker on 127.0.0.1:$PORT${agent:+ (broker metrics on 127.0.0.1:$CLICKAGG_KAFKA_JMX_PORT/metrics)}"
+  # shellcheck disable=SC2086 # $agent is one option or none
+  nohup java $agent -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true -Dclickagg.role=kafka \
     -Dlog4j.configuration="file:$ROOT/infra/kafka/log4j.properties" -Dkafka.logs.dir="$KDIR/logs" \
     -cp "$LIBS/*" kafka.Kafka "$CONF" >"$KDIR/stdout.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
@@ -108,7 +130,7 @@ kill9() {
 }
 
 case "${1:-}" in
-  fetch) fetch ;;
+  fetch) fetch; if [ -n "${CLICKAGG_KAFKA_JMX_PORT:-}" ]; then fetch_agent; fi ;;
   format) format ;;
   start) start ;;
   stop) stop ;;
