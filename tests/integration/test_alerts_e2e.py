@@ -203,3 +203,35 @@ def test_worker_down_fires_when_the_stream_worker_stops_under_load(
             wait_until(lambda: delivered(log, name)[-1:] == ["resolved"], 60, "resolved via AM")
     finally:
         worker.stop()
+
+
+@pytest.mark.usefixtures("stream_internal_topics")
+def test_watermark_lag_fires_for_a_backlog_left_by_a_stopped_worker(
+    settings, kafka_topic, ch_database, tmp_path, unique
+):
+    """Clicks that waited in Kafka while no worker ran (event times 30 min old) put the hot
+    aggregates 30 min behind real time once a worker is back: ClickAggWatermarkLagHigh fires
+    (production threshold 300 s) and is delivered through Alertmanager."""
+    from tests.helpers import wait_http
+    from tests.integration.stream_harness import Placed, Worker, now_ms, produce
+    from tests.unit.stream_sim import make_events
+
+    name = "ClickAggWatermarkLagHigh"
+    produce(settings, make_events(seed=22, n=2000, start_ms=now_ms() - 1_800_000), Placed())
+    worker = Worker(settings, tmp_path / "w", f"t{unique}")
+    target = f"127.0.0.1:{worker.port}"
+    with prometheus(tmp_path, {"stream": target}) as (prom, log):
+        assert prom_alerts(prom, name) == []  # no worker yet: no lag series, no alert
+        worker.start()
+        try:
+            wait_http(f"http://{target}/metrics", timeout=90, proc=worker.proc)
+            wait_until(lambda: prom_alerts(prom, name) == ["firing"], 90, f"{name} firing")
+            wait_until(lambda: "firing" in delivered(log, name), 30, "delivery via AM")
+            lag = httpx.get(
+                f"{prom}/api/v1/query",
+                params={"query": "max(clickagg_stream_watermark_lag_seconds)"},
+                timeout=5,
+            ).json()["data"]["result"]
+            assert 1500 < float(lag[0]["value"][1]) < 2400  # ~30 min behind, give or take
+        finally:
+            worker.stop()
