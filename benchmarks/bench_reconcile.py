@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import spark_eventlog  # noqa: E402
 from clickagg_platform import lake  # noqa: E402
 from clickagg_platform.loadgen.rules import BOT_USER_AGENTS, NORMAL_USER_AGENTS  # noqa: E402
 from clickagg_platform.reconcile import (  # noqa: E402
@@ -179,6 +181,14 @@ def main(
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    for n, summary in STAGES.items():
+        st = Table(title=f"(b) Spark, {n:,} clicks: where the time goes (event log)")
+        for col in spark_eventlog.HEADER:
+            st.add_column(col)
+        for r in spark_eventlog.table_rows(summary):
+            st.add_row(*r)
+        console.print(st)
+    shutil.rmtree(EVENTLOG, ignore_errors=True)
     if record:
         write_section(rows, sizes, block)
 
@@ -202,6 +212,12 @@ def slopes(rows, sizes: list[int]) -> list[tuple[str, ...]]:
     return out
 
 
+# the Spark session's event log (one per process) and, per size, (b)'s stages read from it
+EVENTLOG = Path(tempfile.mkdtemp(prefix="bench-reconcile-eventlog-"))
+STAGES: dict[int, spark_eventlog.Summary] = {}
+REPEATS = 3
+
+
 def run_size(clicks: int, block: int, by_hour: bool, console, workdir) -> list[tuple[str, str]]:
     """One generated span of `clicks` clicks: steps 1-5 of the module doc."""
     from resources.spark import get_spark
@@ -220,11 +236,15 @@ def run_size(clicks: int, block: int, by_hour: bool, console, workdir) -> list[t
         paths = [f.url.removeprefix("file://") for f in files]
         params = ReconcileParams(DAY0, DAY0 + DAY_MS)
 
-        spark = get_spark()
+        spark = get_spark(conf=spark_eventlog.eventlog_conf(EVENTLOG))
         spark.range(1).count()  # JVM warm: the clock measures the job, not the session start
+        group = f"day-{clicks}"
+        spark.sparkContext.setJobGroup(group, "bench-reconcile (b), Spark")
         t0 = time.monotonic()
         got = _keyed(reconcile(spark.read.parquet(*paths), params).collect())
         spark_s = time.monotonic() - t0
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        STAGES[clicks] = spark_eventlog.wait_for_group(EVENTLOG, group)
 
         t0 = time.monotonic()
         base = duckdb_reconcile(paths, params)
@@ -306,8 +326,11 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
     params = ReconcileParams(hour, hour + HOUR_MS)
     console.print(f"index of 24 h built in {index_all_s:.1f} s ({index_rows:,} ids)")
 
-    a0, a0_s = timed(lambda: _keyed(reconcile(spark.read.parquet(*own), params).collect()))
-    a1, a1_s = timed(lambda: _keyed(reconcile(spark.read.parquet(*horizon), params).collect()))
+    def own_only():
+        return _keyed(reconcile(spark.read.parquet(*own), params).collect())
+
+    def with_horizon():
+        return _keyed(reconcile(spark.read.parquet(*horizon), params).collect())
 
     def with_index():
         seen_df = spark.read.parquet(*seen)
@@ -315,7 +338,18 @@ def hour_runs(spark, root: str, whole_day: dict, console) -> list[tuple[str, str
         df = reconcile(spark.read.parquet(*own), params, seen=seen_df, broadcast_candidates=small)
         return _keyed(df.collect())
 
-    a2, a2_s = timed(with_index)
+    # Rounds of (a0, a1, a2) in turn, the median of each: a single run mostly measured which
+    # plan the JVM had compiled already (the same a0 took 3.6 s first and 2.4 s fourth here).
+    times: dict[str, list[float]] = {"a0": [], "a1": [], "a2": []}
+    results: dict[str, dict] = {}
+    for _ in range(REPEATS):
+        for name, fn in (("a0", own_only), ("a1", with_horizon), ("a2", with_index)):
+            results[name], secs = timed(fn)
+            times[name].append(secs)
+    a0_s, a1_s, a2_s = (statistics.median(times[k]) for k in ("a0", "a1", "a2"))
+    a1, a2 = results["a1"], results["a2"]
+    rounds = "; ".join(f"{k} " + " ".join(f"{x:.1f}" for x in v) for k, v in times.items())
+    console.print(f"(a) rounds: {rounds}")
     _, own_index_s = timed(lambda: build(spark, store, st, [hour], 0, "bench"))
     if a1 != a2:
         diff = [k for k in set(a1) | set(a2) if a1.get(k) != a2.get(k)][:5]
@@ -383,6 +417,18 @@ def write_section(rows, sizes: list[int], block: int) -> None:
     head = "| measure | " + " | ".join(f"{n:,} clicks" for n in sizes) + " |"
     rule = "|---|" + "---|" * len(sizes)
     body = "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    stages = ""
+    for n, summary in STAGES.items():
+        stages += (
+            f"\n(b) Spark at {n:,} clicks, where the time goes, from Spark's event log (the Spark "
+            "UI's numbers; `benchmarks/spark_eventlog.py`): per stage of the timed job, in order; "
+            "task times are summed over the tasks (2 cores: up to 2 s of task time per second); "
+            "'outside stages' is driver time (planning, AQE re-planning, scheduling, collecting "
+            "the result) while no stage ran.\n\n"
+        )
+        stages += "| " + " | ".join(spark_eventlog.HEADER) + " |\n"
+        stages += "|---" * len(spark_eventlog.HEADER) + "|\n"
+        stages += "".join("| " + " | ".join(r) + " |\n" for r in spark_eventlog.table_rows(summary))
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     load = os.getloadavg()[0]
     section = f"""## bench-reconcile
@@ -398,13 +444,15 @@ baseline. (b) fails unless both give identical per-minute results. (a): the day'
 with the 24 h before it in the lake: (a0) its own raw files only, no horizon (the floor); (a1)
 own files + every raw file of the horizon (the path before the first-seen index); (a2) own
 files + the index of the 24 earlier hours (built untimed); (a2+) plus building the hour's own
-index, i.e. what an hourly run does; (a1) and (a2) must agree. (c): the day hour by hour, each
+index, i.e. what an hourly run does; (a1) and (a2) must agree; a0, a1 and a2 run in turn
+{REPEATS} times and each row is the median (a single run mostly measured whether the JVM had
+compiled that plan yet). (c): the day hour by hour, each
 hour building its index then reconciling against the earlier ones; must equal (b).
 
 {head}
 {rule}
 {body}
-"""
+{stages}"""
     pattern = re.compile(r"## bench-reconcile\n.*?(?=\n## |\Z)", re.S)
     if pattern.search(text):
         text = pattern.sub(section.rstrip("\n") + "\n", text)
