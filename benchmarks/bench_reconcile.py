@@ -188,6 +188,11 @@ def main(
         for r in spark_eventlog.table_rows(summary):
             st.add_row(*r)
         console.print(st)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:  # stopped first: its shutdown hook still writes the event log
+        active.stop()
     shutil.rmtree(EVENTLOG, ignore_errors=True)
     if record:
         write_section(rows, sizes, block)

@@ -294,22 +294,27 @@ def committed_offsets(settings: Settings, group: str, partitions: int) -> int | 
     return sum(o for o in got if o >= 0) if any(o >= 0 for o in got) else None
 
 
-def count_stores(topics, partitions: int, horizon_ms: int) -> tuple[list[int], list[int]]:
-    """Open each partition's store (the worker is stopped): keys counted by a full scan, and
-    the live-id count its meta says (what the gauge reports)."""
+def count_stores(
+    topics, partitions: int, horizon_ms: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Open each partition's store (the worker is stopped): live ids counted by a full scan
+    (newest copy of each key, minute not expired), the live-id count its meta says (what the
+    gauge reports), and every key stored (expired ids wait for their bucket to go)."""
     from aiokafka import TopicPartition as TP
 
     from streaming.logic.idstore import IdStore, StoreTuning
 
-    keys, live = [], []
+    keys, live, physical = [], [], []
     for p in range(partitions):
-        store = IdStore(topics.local_path(TP(topics.source, p)), horizon_ms, StoreTuning(8 << 20))
+        path = topics.local_path(TP(topics.source, p))
+        store = IdStore(path, horizon_ms, StoreTuning(block_cache_bytes=8 << 20))
         try:
             keys.append(store.count_stored())
             live.append(store.meta.live_ids)
+            physical.append(store.count_keys())
         finally:
             store.close()
-    return keys, live
+    return keys, live, physical
 
 
 def main(
@@ -370,7 +375,7 @@ def main(
     console.print(
         f"soak-stream: horizon {horizon} s, allowed lateness {ss.allowed_lateness_s:g} s, "
         f"{rate:,} distinct clicks/s over {partitions} partitions, steady phase {steady} s, "
-        f"sample every {interval:g} s, id filter {fsize >> 20} MiB per generation; state {state}"
+        f"sample every {interval:g} s, id filter {fsize >> 20} MiB per bucket; state {state}"
     )
     worker = start_worker(env, run_dir / "worker.log")
     feed = Feed(settings, partitions, seed)
@@ -499,7 +504,7 @@ def main(
         time.sleep(3)  # one more checkpoint interval
         clean_stop = stop_worker(worker)
         want_final = feed.expected(span_ms, oo_ms)
-        scanned, live = count_stores(topics, partitions, ss.horizon_ms)
+        scanned, live, physical = count_stores(topics, partitions, ss.horizon_ms)
     finally:
         stop.set()
         stop_worker(worker)
@@ -534,7 +539,8 @@ def main(
     events_m = [s.events / 1e6 for s in steady_s]
     per_m = slope(events_m, [float(s.rest) for s in steady_s])
     per_m_raw = slope(events_m, [float(s.rss) for s in steady_s])
-    filter_cap = 3 * partitions * (fsize >> 20)
+    gens = ss.state_filter_generations
+    filter_cap = gens * partitions * (fsize >> 20)
     filter_max = max(s.filter_rss for s in samples_all(samples))
     arrays_max = max(s.filters for s in samples_all(samples))
     verdicts.append(
@@ -548,9 +554,9 @@ def main(
     verdicts.append(
         (
             "a. id filter within its bound",
-            filter_max <= filter_cap and arrays_max <= 3 * partitions,
-            f"at most {arrays_max} arrays, {filter_max} MiB resident; bound 3 x {partitions} x "
-            f"{fsize >> 20} MiB = {filter_cap} MiB",
+            filter_max <= filter_cap and arrays_max <= gens * partitions,
+            f"at most {arrays_max} arrays, {filter_max} MiB resident; bound {gens} x "
+            f"{partitions} x {fsize >> 20} MiB = {filter_cap} MiB",
         )
     )
     ach_rate = sent_main / t_end
@@ -592,6 +598,16 @@ def main(
             + " ".join(f"{d:+d}" for d in sdiff)
             + f"); store meta live ids {sum(live):,}"
             + ("" if scanned == live else " != keys"),
+        )
+    )
+    seal_s = max(horizon // 60 // 8, 1) * 60  # a bucket spans at most this (idstore.py)
+    left_bound = sum(want_final) + ach_rate * 2 * seal_s
+    verdicts.append(
+        (
+            "b. expired ids stored until their bucket goes, bounded",
+            sum(want_final) <= sum(physical) <= left_bound,
+            f"keys stored {sum(physical):,} (live {sum(want_final):,}); bound live + 2 buckets' "
+            f"span ({seal_s} s) of clicks = {left_bound:,.0f}",
         )
     )
     verdicts.append(

@@ -474,6 +474,7 @@ def state_rows(empty_rate, empty_cpu, base_rate, ref: str, st: dict | None) -> l
     rows += [
         (f"stage 1 with {n / 1e6:.0f} M ids in state, 1 core", f"{st['rate']:,.0f} ev/s", ""),
         ("  same, per CPU-second of the worker", f"{st['per_cpu']:,.0f} ev/s", ""),
+        ("  share of that CPU in RocksDB compactions/flushes", f"{st['rocksdb_share']:.0%}", ""),
     ]
     if base_rate is not None:
         rows += [

@@ -30,7 +30,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.procstat import cpu_seconds, rss_mib
+from benchmarks.procstat import cpu_seconds, rocksdb_share, rss_mib, thread_cpu
 from clickagg_platform.hot_queries import hot_totals
 from clickagg_platform.settings import Settings
 
@@ -114,17 +114,19 @@ def _start(env: dict, core: int, log: Path, cwd: Path = ROOT) -> subprocess.Pope
 
 
 def _rate_over_tail(metric, port: int, proc, total: int, tail: int, deadline: float):
-    """events/s and events per CPU-second of `proc` over its last `tail` of `total` records."""
+    """events/s and events per CPU-second of `proc` over its last `tail` of `total` records,
+    and the share of that CPU in RocksDB's background threads (compactions, flushes)."""
     mark = None
     while time.time() < deadline:
         n = metric(port, "clickagg_stream_events_total")
         if mark is None and n >= total - tail:
-            mark = (time.perf_counter(), n, cpu_seconds(proc.pid))
+            mark = (time.perf_counter(), n, cpu_seconds(proc.pid), thread_cpu(proc.pid))
         if n >= total:
             done = n - mark[1]
             return (
                 done / (time.perf_counter() - mark[0]),
                 done / (cpu_seconds(proc.pid) - mark[2]),
+                rocksdb_share(mark[3], thread_cpu(proc.pid)),
             )
         if proc.poll() is not None:
             raise SystemExit(f"worker exited ({proc.returncode}); see its log")
@@ -156,8 +158,10 @@ def state_phase(
     out: dict = {"fill_s": fill_s, "ids": ids}
     try:
         total = ids + measured
-        rate, per_cpu = _rate_over_tail(metric, port, proc, total, measured, time.time() + 3600)
-        out.update(rate=rate, per_cpu=per_cpu)
+        rate, per_cpu, rocks = _rate_over_tail(
+            metric, port, proc, total, measured, time.time() + 3600
+        )
+        out.update(rate=rate, per_cpu=per_cpu, rocksdb_share=rocks)
         _expect(settings, want, time.time() + 300)
         time.sleep(3)  # the gauges refresh every 2 s
         out["held"] = metric(port, "clickagg_stream_state_ids")

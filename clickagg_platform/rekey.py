@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from clickagg_platform import kafka_admin
@@ -105,12 +105,32 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         md = c.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:
             raise RekeyError(f"topic {topic!r} does not exist")
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            for p in sorted(md.partitions)
-        }
+        return {p: _watermarks(c, TopicPartition(topic, p)) for p in sorted(md.partitions)}
     finally:
         c.close()
+
+
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def _watermarks(c, tp: TopicPartition, wait_s: float = 30.0) -> tuple[int, int]:
+    """A partition's (low, high) offsets, waiting out retriable errors such as
+    NOT_LEADER_FOR_PARTITION just after a topic was created or a broker restarted (the client's
+    metadata names no leader yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return c.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code not in _TRANSIENT or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # (a leader election takes well under a second on one broker)
 
 
 def partition_records(settings: Settings, topic: str, part: int, start: int, end: int):

@@ -55,10 +55,23 @@ class StreamSettings(BaseSettings):
     state_write_buffer_mb: int = Field(
         8, description="RocksDB write buffer per stage-1 partition (x3 at most in memory)"
     )
+    state_bucket_ids: int = Field(
+        1_000_000,
+        description="Ids a stage-1 partition writes into one RocksDB bucket (column family)"
+        " before the next opens (also after 1/8 of the horizon); a bucket goes whole at expiry",
+        gt=0,
+    )
     state_filter_mb: int = Field(
-        16,
-        description="In-memory id filter per generation (half the dedup span) per stage-1"
-        " partition, at most 3 alive; ~10 bits per id of a generation keeps false positives ~1%",
+        2,
+        description="In-memory id filter per bucket per stage-1 partition; ~16 bits per id of a"
+        " bucket keeps false positives ~0.3%",
+        gt=0,
+    )
+    state_filter_generations: int = Field(
+        32,
+        description="Most filter arrays per stage-1 partition (past it the oldest merge): the"
+        " filter's memory is at most this x CLICKAGG_STREAM_STATE_FILTER_MB",
+        ge=2,
     )
     snapshot_url: str = Field(
         "", description="Where stage-1 state snapshots go; default <lake>/stream-state"

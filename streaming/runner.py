@@ -95,7 +95,9 @@ class StreamRunner(ConsumerRebalanceListener):
         self.tuning = StoreTuning(
             block_cache_bytes=ss.state_block_cache_mb << 20,
             write_buffer_bytes=ss.state_write_buffer_mb << 20,
+            bucket_ids=ss.state_bucket_ids,
             filter_bytes_per_generation=ss.state_filter_mb << 20,
+            max_filter_generations=ss.state_filter_generations,
         )
         self.snapshots = (
             SnapshotStore(ss.snapshot_root(settings), ss.app_id, settings)

@@ -5,25 +5,37 @@ The dedup rule is unchanged (`DedupSet.add`): an id is a duplicate while the wat
 ids live. A Python dict of `str` cost ~830 bytes per id (2.37 GB for 2.85 M ids, issue 11); here
 an id is a 16-byte key (the 128-bit id, not its hex) with a 4-byte minute, in RocksDB:
 
-- ``ids`` column family: id -> minute (u32 minutes since the epoch). Point lookups are batched
-  (`lookup`, one multi-get per chunk of a fetch) and go through bloom filters, so a new id (a
-  miss, the common case) rarely touches a data block.
+- **buckets**: ids are written into the open bucket, one column family each (``ids`` for
+  bucket 0, ``ids.N`` after it): id -> minute (u32 minutes since the epoch). A bucket is sealed
+  and the next one opened once it holds `StoreTuning.bucket_ids` ids or spans an eighth of the
+  horizon, and is DROPPED (its files deleted, O(1)) once every minute it holds expired. So
+  RocksDB never rewrites old ids: with one key space, random 128-bit keys made every
+  compaction of new ids merge with ALL the stored ones (write amplification growing with the
+  state: stage 1 at 20 M ids ran at 0.35 of the in-memory rate), and expiry wrote a tombstone
+  per id. A bucket still holds ids of expired minutes until it goes; the rule treats a stored
+  expired minute as new anyway (`counter.py`), and an id remembered anew is written into the
+  open bucket, so a lookup reads the NEWEST bucket holding the key.
+- the in-memory `IdFilter` has a generation per bucket: it rules most keys out (a new id, the
+  common case, touches no RocksDB at all) and names the bucket(s) the rest may be in; lookups are
+  batched (one multi-get per bucket per chunk of a fetch).
 - ``exp`` column family, the expiry index: per flushed checkpoint and minute, ONE value holding
-  that minute's new ids packed back to back (key = minute, kind, sequence). Expiry reads the
-  expired minutes' blobs, deletes their ids, and range-deletes the blobs: O(expired ids), with
-  no per-id index key and no scan of live ids.
+  that minute's new ids packed back to back (key = minute, kind, sequence, bucket). It counts
+  the live ids exactly (a minute's ids leave the count when it expires, blobs range-deleted)
+  and rebuilds the filter on open: O(stored bytes), no per-id index key, no scan of the ids.
 - default column family: ``meta`` (where the chain stands: changelog offset, next source offset,
-  watermark, live id count) and the caller's small state blob (window counts), written in the
-  same atomic WriteBatch as the ids, so the local store is always exactly the state after one
-  changelog record.
+  watermark, live id count, the live buckets) and the caller's small state blob (window counts),
+  written in the same atomic WriteBatch as the ids, so the local store is always exactly the
+  state after one changelog record. Bucket column families are created before and dropped after
+  the write that names / forgets them; one no meta names is an orphan of a crash, dropped on open.
 
 Ids of the checkpoint being built (`current`) and of the one being written (`inflight`) stay in
 small dicts until the changelog record that carries them is acked by Kafka; only then are they
 flushed here (never before: the local store must never hold state ahead of the durable chain).
 Expiry runs at flush time, with the flushed checkpoint's own watermark, for the same reason.
 
-Memory is the block cache + write buffers + the two small dicts (bounded by the checkpoint
-size), whatever the number of ids (`StoreTuning`).
+Memory is the block cache + write buffers (one bucket is written at a time) + the filter (at
+most `max_filter_generations` arrays) + the two small dicts (bounded by the checkpoint size),
+whatever the number of ids (`StoreTuning`).
 """
 
 from __future__ import annotations
@@ -85,16 +97,35 @@ class StoreTuning:
     write_buffer_bytes: int = 8 << 20
     write_buffers: int = 3
     bloom_bits_per_key: float = 10.0
-    filter_bytes_per_generation: int = 16 << 20  # x3 alive at most (`IdFilter`)
+    bucket_ids: int = 1_000_000  # ids written into a bucket before the next one opens
+    filter_bytes_per_generation: int = 2 << 20  # one per bucket: ~16 bits per id of a bucket
+    max_filter_generations: int = 32  # past this the oldest are merged (`IdFilter`)
+
+
+class Bucket(msgspec.Struct, array_like=True):
+    number: int
+    opened_minute: int  # minute indexes (minutes since the epoch): the newest when it opened,
+    last_minute: int  # the newest of its ids (it goes once this minute expired)
+    ids: int = 0  # ids written into it (expired or not)
 
 
 class StoreMeta(msgspec.Struct, array_like=True):
     changelog_offset: int = -1  # the changelog record this state is the result of
     next_offset: int | None = None  # next source offset to consume
     max_event_time: int = 0
-    expired_upto: int = -1  # minute index: ids of minutes below it are gone
-    live_ids: int = 0
+    expired_upto: int = -1  # minute index: ids of minutes below it are expired
+    live_ids: int = 0  # ids of minutes not expired (newest copy of each), exactly
     seq: int = 0  # flushes so far (makes expiry-index keys unique)
+    buckets: list[Bucket] = []  # live buckets, oldest first; the last one is open
+
+
+def bucket_cf(number: int) -> str:
+    """A bucket's column family (bucket 0 is the one column family of ids stores before
+    buckets: such a store opens as a store of one bucket)."""
+    return "ids" if number == 0 else f"ids.{number}"
+
+
+_BUCKET_CF = re.compile(r"^ids(\.\d+)?$")
 
 
 _meta_enc = msgspec.msgpack.Encoder()
@@ -155,32 +186,40 @@ class IdStore:
     """One source partition's dedup ids (see the module docstring)."""
 
     def __init__(self, path: Path, horizon_ms: int, tuning: StoreTuning | None = None) -> None:
-        from rocksdict import Rdict
+        from rocksdict import Cache, Rdict
 
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.horizon_ms = horizon_ms
         self.span_ms = MINUTE_MS + horizon_ms
+        # a bucket spans at most an eighth of the horizon (expiry granularity: stored ids of
+        # expired minutes stay below ~1/8 of the live ones), and at least a minute
+        self.seal_minutes = max(horizon_ms // MINUTE_MS // 8, 1)
         self.tuning = tuning or StoreTuning()
-        from rocksdict import Cache
-
         self._cache = Cache(self.tuning.block_cache_bytes)  # one cache for all column families
-        opts = self._options()
-        cfs = {"ids": self._options(bloom=True), "exp": self._options()}
-        try:
-            self._db = Rdict(str(self.path), opts, column_families=cfs)
-        except Exception:  # first open: the column families do not exist yet
-            self._db = Rdict(str(self.path), opts)
-            for name, cf_opts in cfs.items():
-                self._db.create_column_family(name, cf_opts)
-        self._ids = self._db.get_column_family("ids")
+        names = Rdict.list_cf(str(self.path)) if (self.path / "CURRENT").exists() else []
+        cfs = {n: self._options(bloom=bool(_BUCKET_CF.match(n))) for n in names if n != "default"}
+        cfs.setdefault("exp", self._options())
+        self._db = Rdict(str(self.path), self._options(), column_families=cfs)
         self._exp = self._db.get_column_family("exp")
-        self._ids_h = self._db.get_column_family_handle("ids")
         self._exp_h = self._db.get_column_family_handle("exp")
         self._meta_h = self._db.get_column_family_handle("default")
         raw = self._db.get(_META)
         self.meta = _meta_dec.decode(raw) if raw is not None else StoreMeta()
-        self.filter = IdFilter(self.span_ms, self.tuning.filter_bytes_per_generation * 8)
+        if not self.meta.buckets and "ids" in cfs:
+            self.meta.buckets = self._adopt_unbucketed()
+        self._cfs: dict[int, object] = {}  # bucket -> its column family (an Rdict), oldest first
+        self._handles: dict[int, object] = {}
+        self._next_number = 0  # above every bucket number used (a dropped one is not reused)
+        for bucket in self.meta.buckets:
+            self._attach(bucket.number)
+        for name in cfs:  # column families of buckets no meta names: orphans of a crash
+            number = 0 if name == "ids" else int(name[4:]) if _BUCKET_CF.match(name) else -1
+            self._next_number = max(self._next_number, number + 1)
+            if number >= 0 and number not in self._cfs:
+                self._db.drop_column_family(name)
+        t = self.tuning
+        self.filter = IdFilter(t.filter_bytes_per_generation * 8, 4, t.max_filter_generations)
         self._rebuild_filter()
         lineage = self._db.get(_LINEAGE)
         self.lineage = lineage.decode() if lineage is not None else self.renew_lineage()
@@ -189,10 +228,16 @@ class IdStore:
         self._temp: str | None = None
 
     @classmethod
-    def temporary(cls, horizon_ms: int) -> IdStore:
+    def temporary(cls, horizon_ms: int, tuning: StoreTuning | None = None) -> IdStore:
         """A store in a fresh temporary directory, removed on `close` (tests and tools)."""
         tmp = tempfile.mkdtemp(prefix="clickagg-ids-")
-        store = cls(Path(tmp) / "ids", horizon_ms, StoreTuning(8 << 20, 1 << 20, 2, 10, 1 << 16))
+        small = StoreTuning(
+            block_cache_bytes=8 << 20,
+            write_buffer_bytes=1 << 20,
+            write_buffers=2,
+            filter_bytes_per_generation=1 << 16,
+        )
+        store = cls(Path(tmp) / "ids", horizon_ms, tuning or small)
         store._temp = tmp
         weakref.finalize(store, shutil.rmtree, tmp, True)  # also when never closed
         return store
@@ -229,41 +274,132 @@ class IdStore:
         o.set_block_based_table_factory(b)
         return o
 
+    # --- buckets -----------------------------------------------------------------------------
+    def _attach(self, number: int) -> None:
+        """Open (or create) a bucket's column family. The maps are replaced, never mutated:
+        lookups on the event loop read them while the flush thread changes them."""
+        name = bucket_cf(number)
+        try:
+            cf = self._db.get_column_family(name)
+        except Exception:  # noqa: BLE001 - not created yet (a new bucket)
+            cf = self._db.create_column_family(name, self._options(bloom=True))
+        self._cfs = {**self._cfs, number: cf}
+        self._next_number = max(self._next_number, number + 1)
+        self._handles = {**self._handles, number: self._db.get_column_family_handle(name)}
+
+    def _adopt_unbucketed(self) -> list[Bucket]:
+        """A store written before buckets: its one column family of ids becomes bucket 0,
+        spanning the minutes its expiry index holds."""
+        minutes = [_MINUTE.unpack(k[:4])[0] for k in self._exp.keys()]
+        if not minutes:
+            return []
+        return [Bucket(0, max(minutes), max(minutes), self.meta.live_ids)]
+
+    def _open_bucket(self, meta: StoreMeta, minutes: list[int]) -> Bucket:
+        """The bucket this flush writes into (`meta.buckets[-1]`), a new one if the open one is
+        full or spans too long with these minutes; its column family exists on return."""
+        buckets = meta.buckets
+        last = buckets[-1] if buckets else None
+        hi = max(minutes)
+        if (
+            last is None
+            or last.ids >= self.tuning.bucket_ids
+            or hi - last.opened_minute >= self.seal_minutes
+        ):
+            number = self._next_number  # (never one in use, nor one dropped after this write)
+            if last is not None:
+                self._seal(last.number)
+            last = Bucket(number, hi, hi)
+            buckets.append(last)
+            self._attach(number)
+        last.last_minute = max(hi, last.last_minute)
+        return last
+
+    def _seal(self, number: int) -> None:
+        """No more writes go to this bucket: its write buffer goes to disk now (memory)."""
+        cf = self._cfs.get(number)
+        if cf is not None:
+            cf.flush()
+
+    def _drop_buckets(self, numbers: list[int]) -> None:
+        """Drop buckets whose every minute expired: their files go at once. (A lookup still
+        holding one reads it to the end: RocksDB keeps a dropped column family's data while a
+        handle refers to it.)"""
+        gone = set(numbers)
+        self._cfs = {n: cf for n, cf in self._cfs.items() if n not in gone}
+        self._handles = {n: h for n, h in self._handles.items() if n not in gone}
+        for n in numbers:
+            self._db.drop_column_family(bucket_cf(n))
+        self.filter.drop(gone)
+
     # --- lookups (the per-click loop) --------------------------------------------------------
     def _rebuild_filter(self) -> None:
-        """The filter from the expiry index: every stored 16-byte id is in one of its packed
-        blocks, by minute (O(stored bytes), numpy, no Python work per id)."""
+        """The filter from the expiry index: every stored 16-byte id of a live minute is in one
+        of its packed blocks, by minute and bucket (O(stored bytes), numpy, no Python work per
+        id). Keys of an unbucketed store's index (13 bytes) are bucket 0's."""
+        live = {b.number for b in self.meta.buckets}
         for key, value in self._exp.items():
             if key[4:5] == _ADDED:
-                self.filter.add_block(_MINUTE.unpack(key[:4])[0] * MINUTE_MS, value)
+                bucket = int.from_bytes(key[13:17], "big") if len(key) > 13 else 0
+                if bucket in live:
+                    self.filter.add_block(bucket, value)
+
+    def _read(self, number: int, keys: list[bytes], order: list[int], out) -> list[int]:
+        """Multi-get `keys[i]` for `i` in `order` from one bucket into `out`; the misses."""
+        cf = self._cfs.get(number)
+        if cf is None or not order:  # (dropped meanwhile: all its minutes expired)
+            return order
+        rest = []
+        for i, raw in zip(order, cf[[keys[i] for i in order]], strict=True):
+            if raw is None:
+                rest.append(i)
+            else:
+                out[i] = raw
+        return rest
+
+    def _newest(self, keys: list[bytes], order: list[int], out: list[bytes | None]) -> None:
+        """Fill `out[i]` for `i` in `order` from the newest bucket holding `keys[i]`."""
+        for number in reversed(list(self._cfs)):
+            order = self._read(number, keys, order, out)
 
     def lookup(self, keys: list[bytes], packed: bytes | None = None) -> list[bytes | None]:
-        """RocksDB's value for each key, or None (`minute_of_value` reads a value). With
-        `packed` (every key is a 16-byte id, these are they back to back) the filter rules most
-        keys out and only the rest are read (one multi-get). The caller checks `current` and
-        `inflight` first: they are newer than RocksDB."""
-        if packed is None:
-            return self._ids[keys]
-        maybe = np.flatnonzero(self.filter.may_contain(packed)).tolist()
+        """RocksDB's value for each key (from the newest bucket holding it), or None
+        (`minute_of_value` reads a value). With `packed` (every key is a 16-byte id, these are
+        they back to back) the filter rules most keys out and names the buckets of the rest
+        (one multi-get per bucket). The caller checks `current` and `inflight` first: they are
+        newer than RocksDB."""
         out: list[bytes | None] = [None] * len(keys)
-        if maybe:
-            for i, raw in zip(maybe, self._ids[[keys[i] for i in maybe]], strict=True):
-                out[i] = raw
+        if packed is None:
+            self._newest(keys, list(range(len(keys))), out)
+            return out
+        todo = np.ones(len(keys), dtype=bool)  # not found yet
+        for buckets, maybe in self.filter.candidates(packed):  # newest generation first
+            order = np.flatnonzero(maybe & todo).tolist()
+            if not order:
+                continue
+            missed = order
+            for number in reversed(buckets):
+                missed = self._read(number, keys, missed, out)
+            todo[order] = False
+            if missed:
+                todo[missed] = True
         return out
 
     def stored_minute(self, key: bytes) -> int | None:
-        """The minute (ms) of a key in RocksDB alone (tests and tools)."""
-        raw = self._ids.get(key)
-        return None if raw is None else minute_of_value(raw)
+        """The minute (ms) of a key in RocksDB alone (newest bucket; tests and tools)."""
+        out: list[bytes | None] = [None]
+        self._newest([key], [0], out)
+        return None if out[0] is None else minute_of_value(out[0])
 
     def __len__(self) -> int:
         """Live ids: flushed ones plus those of the unflushed generations (an id remembered
         anew after its horizon counts once)."""
         pending = {**(self.inflight.minute_of if self.inflight else {}), **self.current.minute_of}
-        fresh = 0
-        for key in pending:
-            if self._ids.get(key) is None:
-                fresh += 1
+        keys = list(pending)
+        got: list[bytes | None] = [None] * len(keys)
+        self._newest(keys, list(range(len(keys))), got)
+        alive = self.meta.expired_upto
+        fresh = sum(1 for raw in got if raw is None or int.from_bytes(raw, "big") < alive)
         return self.meta.live_ids + fresh
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -292,76 +428,74 @@ class IdStore:
         expired, in ONE atomic write. Returns the number of ids expired.
 
         `blocks`: 16-byte keys packed per minute; `others`: keys of non-hex ids per minute.
-        The batch deletes the expired ids first and writes the new ones after. An id is only
-        remembered anew once its old minute is expired by the rule, so by a watermark at most
-        this record's: its old copy is deleted by this batch (or was by an earlier one) and the
-        new copy written after it. Ids whose minute is already expired are not stored (the rule
-        treats them as new anyway). So `live_ids` stays exact: deleted ids were stored, written
-        ids were not (any more). Blocking (RocksDB writes with the GIL released): the worker
-        runs it off the event loop."""
+        An id is only remembered anew once its old minute is expired by the rule, so by a
+        watermark at most this record's: its old copy (in an older bucket, or overwritten in
+        the open one) no longer counts and the new one is written into the open bucket. Ids
+        whose minute is already expired are not stored (the rule treats them as new anyway).
+        So `live_ids` stays exact: the expired minutes' blobs count what leaves, the written
+        ids what comes. Blocking (RocksDB writes with the GIL released): the worker runs it off
+        the event loop."""
         from rocksdict import WriteBatch
 
         wb = WriteBatch(raw_mode=True)
         first_alive = max(self.meta.expired_upto, -(-(watermark - self.span_ms) // MINUTE_MS))
-        deleted = self._expire_into(wb, first_alive)  # minute (4 bytes) -> keys deleted
-        put, ids_h, exp_h = wb.put, self._ids_h, self._exp_h
+        expired = self._expire_into(wb, first_alive)
+        meta.buckets = [msgspec.structs.replace(b) for b in self.meta.buckets]
+        doomed = [b.number for b in meta.buckets if b.last_minute < first_alive]
+        meta.buckets = [b for b in meta.buckets if b.last_minute >= first_alive]
+        blocks = [(m, blk) for m, blk in blocks if m // MINUTE_MS >= first_alive and blk]
+        others = [(m, keys) for m, keys in others if m // MINUTE_MS >= first_alive and keys]
+        put, exp_h = wb.put, self._exp_h
         seq = meta.seq = self.meta.seq + 1
-        tag = seq.to_bytes(8, "big")
-        live = self.meta.live_ids - sum(len(keys) for keys in deleted.values())
-        for minute, block in blocks:
-            if minute // MINUTE_MS < first_alive:
-                continue
-            raw = _MINUTE.pack(minute // MINUTE_MS)
-            ordered = _sorted_block(block)  # in key order the write buffer takes them ~2x faster
-            keys = _SIXTEEN.findall(ordered)  # the keys, split in C
-            deque(map(put, keys, repeat(raw), repeat(ids_h)), maxlen=0)  # (a loop: 0.3 us/id)
-            live += len(block) // 16
-            put(raw + _ADDED + tag, block, exp_h)
-        for minute, keys in others:
-            if minute // MINUTE_MS < first_alive:
-                continue
-            raw = _MINUTE.pack(minute // MINUTE_MS)
-            for key in keys:
-                put(key, raw, ids_h)
-            live += len(keys)
-            put(raw + _OTHERS + tag, _keys_enc.encode(keys), exp_h)
+        live = self.meta.live_ids - expired
+        bucket = None
+        if blocks or others:
+            bucket = self._open_bucket(meta, [m // MINUTE_MS for m, _ in blocks + others])
+            ids_h = self._handles[bucket.number]
+            tag = seq.to_bytes(8, "big") + bucket.number.to_bytes(4, "big")
+            for minute, block in blocks:
+                raw = _MINUTE.pack(minute // MINUTE_MS)
+                ordered = _sorted_block(block)  # in key order the buffer takes them ~2x faster
+                keys = _SIXTEEN.findall(ordered)  # the keys, split in C
+                deque(map(put, keys, repeat(raw), repeat(ids_h)), maxlen=0)  # (loop: 0.3 us/id)
+                live += len(keys)
+                bucket.ids += len(keys)
+                put(raw + _ADDED + tag, block, exp_h)
+            for minute, keys in others:
+                raw = _MINUTE.pack(minute // MINUTE_MS)
+                for key in keys:
+                    put(key, raw, ids_h)
+                live += len(keys)
+                bucket.ids += len(keys)
+                put(raw + _OTHERS + tag, _keys_enc.encode(keys), exp_h)
         meta.expired_upto = first_alive
         meta.live_ids = live
         put(_META, _meta_enc.encode(meta), self._meta_h)
         put(_EXTRA, extra, self._meta_h)
         self._db.write(wb)
         self.meta = meta
-        for minute, block in blocks:  # after the write: a key is in the filter once stored
-            if minute // MINUTE_MS >= first_alive:
-                self.filter.add_block(minute, block)
-        self.filter.drop_expired(first_alive * MINUTE_MS)
-        return sum(len(keys) for keys in deleted.values())
+        for _minute, block in blocks:  # after the write: a key is in the filter once stored
+            self.filter.add_block(bucket.number, block)
+        if doomed:  # after the write that forgot them (a crash before: orphans, dropped on open)
+            self._drop_buckets(doomed)
+        return expired
 
-    def _expire_into(self, wb, first_alive: int) -> dict[bytes, set[bytes]]:
-        """Deletes, into `wb`, of every stored id of a minute index below `first_alive` (the
-        rule of `DedupSet.expired`: minute m is expired once m + span < watermark), and of
-        their expiry-index entries. Returns the keys deleted per minute."""
-        deleted: dict[bytes, set[bytes]] = {}
+    def _expire_into(self, wb, first_alive: int) -> int:
+        """Range-delete, into `wb`, the expiry-index blobs of every minute index below
+        `first_alive` (the rule of `DedupSet.expired`: minute m is expired once m + span <
+        watermark). Returns how many ids they held (the ids themselves go with their bucket)."""
         if first_alive <= self.meta.expired_upto:
-            return deleted
+            return 0
         end = _MINUTE.pack(first_alive)
-        found = False
+        n, found = 0, False
         for key, value in self._exp.items():
             if key >= end:
                 break
             found = True
-            minute, kind = key[:4], key[4:5]
-            if kind == _ADDED:
-                deleted.setdefault(minute, set()).update(split_keys(value))
-            else:
-                deleted.setdefault(minute, set()).update(_keys_dec.decode(value))
-        delete, ids_h = wb.delete, self._ids_h
-        for keys in deleted.values():
-            for key in keys:
-                delete(key, ids_h)
+            n += len(value) // 16 if key[4:5] == _ADDED else len(_keys_dec.decode(value))
         if found:
             wb.delete_range(b"", end, self._exp_h)
-        return deleted
+        return n
 
     # --- recovery ----------------------------------------------------------------------------
     def extra(self) -> bytes | None:
@@ -376,23 +510,35 @@ class IdStore:
             except Exception:  # noqa: BLE001 - a property this RocksDB does not know
                 return 0
 
+        cfs = [*self._cfs.values(), self._exp]
         return {
             "live_ids": self.meta.live_ids,
-            "sst_bytes": prop(self._ids, "rocksdb.total-sst-files-size")
-            + prop(self._exp, "rocksdb.total-sst-files-size"),
-            "memtable_bytes": prop(self._ids, "rocksdb.cur-size-all-mem-tables")
-            + prop(self._exp, "rocksdb.cur-size-all-mem-tables"),
-            "block_cache_bytes": prop(self._ids, "rocksdb.block-cache-usage"),
+            "stored_ids": sum(b.ids for b in self.meta.buckets),
+            "buckets": len(self.meta.buckets),
+            "sst_bytes": sum(prop(cf, "rocksdb.total-sst-files-size") for cf in cfs),
+            "memtable_bytes": sum(prop(cf, "rocksdb.cur-size-all-mem-tables") for cf in cfs),
+            "block_cache_bytes": prop(self._exp, "rocksdb.block-cache-usage"),
             "filter_bytes": self.filter.memory_bytes,
         }
 
-    def count_stored(self) -> int:
-        """Every id key in RocksDB, by a full scan (tests and the soak's expiry check)."""
-        return sum(1 for _ in self._ids.keys())
-
     def stored(self) -> dict[bytes, int]:
-        """Every stored id with its minute (ms), by a full scan (tests)."""
-        return {key: minute_of_value(raw) for key, raw in self._ids.items()}
+        """Every live stored id with its minute (ms): the newest copy of each key, of a minute
+        not expired. By a full scan (tests)."""
+        out: dict[bytes, int] = {}
+        for cf in self._cfs.values():  # oldest first: newer copies overwrite
+            for key, raw in cf.items():
+                out[key] = minute_of_value(raw)
+        alive = max(self.meta.expired_upto, 0) * MINUTE_MS
+        return {k: m for k, m in out.items() if m >= alive}
+
+    def count_stored(self) -> int:
+        """Live stored ids (`stored`), by a full scan (tests and the soak's expiry check)."""
+        return len(self.stored())
+
+    def count_keys(self) -> int:
+        """Every id key in RocksDB, expired or not, by a full scan (the soak's bound on what
+        expiry leaves behind)."""
+        return sum(1 for cf in self._cfs.values() for _ in cf.keys())
 
     def renew_lineage(self) -> str:
         """A new name for this store's life on this disk (snapshots name its files by it: a
@@ -412,9 +558,11 @@ class IdStore:
         """Release the RocksDB (its lock is only freed once no handle refers to it)."""
         if self._db is None:
             return
-        self._ids.close()
+        for cf in self._cfs.values():
+            cf.close()
         self._exp.close()
-        self._ids_h = self._exp_h = self._meta_h = self._ids = self._exp = None
+        self._cfs, self._handles = {}, {}
+        self._exp_h = self._meta_h = self._exp = None
         self._db.close()
         self._db = None
         if self._temp:

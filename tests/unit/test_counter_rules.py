@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from clickagg_platform.model import ClickEvent, decode_click, encode_click
 from streaming.logic.counter import ClickCounter, Forward, Outcome, _Record
 from streaming.logic.dedup import DedupSet
-from streaming.logic.idstore import IdStore, id_key
+from streaming.logic.idstore import IdStore, StoreTuning, id_key
 from streaming.logic.iprate import ForwardBatch, decode_batch, encode_batch, encode_forwards
 from streaming.logic.routing import ip_partition, route_forwards
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy, window_start
@@ -78,7 +78,7 @@ def plain_rules(events: list[ClickEvent]):
 steps = st.lists(
     st.tuples(
         st.integers(0, 12),  # event id, from a small pool: repeats are frequent
-        st.sampled_from([0, 0, 0, 1_000, 20_000, -8_000, -70_000, 4 * MINUTE_MS]),  # time step
+        st.sampled_from([0, 0, 0, 1_000, 20_000, -8_000, -70_000, 4 * MINUTE_MS, 9 * MINUTE_MS]),
         st.booleans(),  # bot user agent
     ),
     min_size=1,
@@ -163,13 +163,20 @@ def test_forwards_encoded_as_they_go_read_as_a_forward_batch():
 
 
 @settings(max_examples=200, deadline=None)
-@given(steps=steps, seed=st.integers(0, 2**32 - 1), hex_only=st.booleans())
+@given(
+    steps=steps,
+    seed=st.integers(0, 2**32 - 1),
+    hex_only=st.booleans(),
+    bucket_ids=st.sampled_from([1, 3, 20, 1_000_000]),
+)
 def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
-    steps, seed, hex_only, tmp_path_factory
+    steps, seed, hex_only, bucket_ids, tmp_path_factory
 ):
     """Checkpoints confirmed at random; crashes that lose the unconfirmed part (the records
     after the store's offset are processed again, by a counter reopened on the same disk);
-    the final store holds exactly the ids of the plain set after the same expiry."""
+    the final store holds exactly the ids of the plain set after the same expiry. Buckets of
+    a few ids and a filter of two arrays: ids remembered anew across buckets, buckets dropped
+    whole, filter generations merged."""
     t, events = 1_700_000_000_000, []
     for i, (eid, dt, bot) in enumerate(steps):
         t = max(t + dt, 0)
@@ -178,7 +185,14 @@ def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
     path = tmp_path_factory.mktemp("ids") / "p0"
 
     def reopen() -> ClickCounter:
-        return ClickCounter(0, POLICY, HORIZON, is_bot, TARGETS, IdStore(path, HORIZON))
+        tuning = StoreTuning(
+            block_cache_bytes=1 << 20,
+            write_buffer_bytes=1 << 20,
+            bucket_ids=bucket_ids,
+            filter_bytes_per_generation=1 << 13,
+            max_filter_generations=2,
+        )
+        return ClickCounter(0, POLICY, HORIZON, is_bot, TARGETS, IdStore(path, HORIZON, tuning))
 
     rng = random.Random(seed)
     records = [_Record(off, encode_click(ev)) for off, ev in enumerate(events)]
@@ -210,4 +224,7 @@ def test_checkpoints_crashes_and_restarts_on_the_store_follow_the_plain_rules(
     stored = counter.ids.stored()
     assert stored == {id_key(e): m for e, m in plain.items()}
     assert counter.ids.meta.live_ids == len(stored)
+    keys, buckets = counter.ids.count_keys(), counter.ids.meta.buckets
+    assert sum(b.ids for b in buckets) >= keys >= len(stored)  # expired ids go with buckets
+    assert all(b.last_minute >= counter.ids.meta.expired_upto for b in buckets)
     counter.ids.close()
