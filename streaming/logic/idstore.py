@@ -128,6 +128,13 @@ def bucket_cf(number: int) -> str:
 _BUCKET_CF = re.compile(r"^ids(\.\d+)?$")
 
 
+def bucket_number(name: str) -> int | None:
+    """The bucket of a column family name (`bucket_cf`'s inverse), None for other families."""
+    if not _BUCKET_CF.match(name):
+        return None
+    return 0 if name == "ids" else int(name[4:])
+
+
 _meta_enc = msgspec.msgpack.Encoder()
 _meta_dec = msgspec.msgpack.Decoder(StoreMeta)
 
@@ -198,7 +205,9 @@ class IdStore:
         self.tuning = tuning or StoreTuning()
         self._cache = Cache(self.tuning.block_cache_bytes)  # one cache for all column families
         names = Rdict.list_cf(str(self.path)) if (self.path / "CURRENT").exists() else []
-        cfs = {n: self._options(bloom=bool(_BUCKET_CF.match(n))) for n in names if n != "default"}
+        cfs = {
+            n: self._options(bloom=bucket_number(n) is not None) for n in names if n != "default"
+        }
         cfs.setdefault("exp", self._options())
         self._db = Rdict(str(self.path), self._options(), column_families=cfs)
         self._exp = self._db.get_column_family("exp")
@@ -214,9 +223,9 @@ class IdStore:
         for bucket in self.meta.buckets:
             self._attach(bucket.number)
         for name in cfs:  # column families of buckets no meta names: orphans of a crash
-            number = 0 if name == "ids" else int(name[4:]) if _BUCKET_CF.match(name) else -1
-            self._next_number = max(self._next_number, number + 1)
-            if number >= 0 and number not in self._cfs:
+            number = bucket_number(name)
+            if number is not None and number not in self._cfs:
+                self._next_number = max(self._next_number, number + 1)
                 self._db.drop_column_family(name)
         t = self.tuning
         self.filter = IdFilter(t.filter_bytes_per_generation * 8, 4, t.max_filter_generations)
@@ -380,9 +389,9 @@ class IdStore:
             missed = order
             for number in reversed(buckets):
                 missed = self._read(number, keys, missed, out)
-            todo[order] = False
-            if missed:
-                todo[missed] = True
+            found = set(order).difference(missed)
+            if found:
+                todo[list(found)] = False
         return out
 
     def stored_minute(self, key: bytes) -> int | None:
@@ -440,9 +449,10 @@ class IdStore:
         wb = WriteBatch(raw_mode=True)
         first_alive = max(self.meta.expired_upto, -(-(watermark - self.span_ms) // MINUTE_MS))
         expired = self._expire_into(wb, first_alive)
-        meta.buckets = [msgspec.structs.replace(b) for b in self.meta.buckets]
-        doomed = [b.number for b in meta.buckets if b.last_minute < first_alive]
-        meta.buckets = [b for b in meta.buckets if b.last_minute >= first_alive]
+        doomed = [b.number for b in self.meta.buckets if b.last_minute < first_alive]
+        meta.buckets = [  # copies: `self.meta` stays as it is until the write succeeded
+            msgspec.structs.replace(b) for b in self.meta.buckets if b.last_minute >= first_alive
+        ]
         blocks = [(m, blk) for m, blk in blocks if m // MINUTE_MS >= first_alive and blk]
         others = [(m, keys) for m, keys in others if m // MINUTE_MS >= first_alive and keys]
         put, exp_h = wb.put, self._exp_h
