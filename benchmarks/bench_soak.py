@@ -16,12 +16,14 @@ Checks (the verdicts are printed; exit 1 if one fails):
  a. memory: median RSS of the last third of the steady phase vs the first third; fails above
     the larger of 64 MiB and 10% (see `TOLERANCE_WHY`); the slope, MiB per million events
     over the steady phase, is printed too. The in-memory id filter (streaming/logic/idfilter.py)
-    is a fixed array of `CLICKAGG_STREAM_STATE_FILTER_MB` per generation (half the dedup span)
-    and partition, allocated when a generation starts and freed when it expires, i.e. by design
-    a step of P x filter MiB every half span, which a shortened horizon puts inside the steady
-    phase. So (a) compares RSS less the filter arrays' resident memory (each array is its own
-    anonymous mapping of exactly that size, read from /proc/<pid>/smaps), and checks apart that
-    the arrays never exceed their bound (3 per partition).
+    is a fixed array of `CLICKAGG_STREAM_STATE_FILTER_MB` per bucket of the store and
+    partition, allocated when a bucket opens and freed when it is dropped (or OR-merged past
+    `CLICKAGG_STREAM_STATE_FILTER_GENERATIONS`), i.e. by design a step of filter MiB per
+    bucket, which a shortened horizon puts inside the steady phase. So (a) compares RSS less
+    the filter arrays' resident memory (each array is its own anonymous mapping of exactly
+    that size, read from /proc/<pid>/smaps), and checks apart that the arrays never exceed
+    their bound (generations x partitions). Stage 2's IP-minutes (a gauge) are sampled too:
+    they hold only the open minutes, so they must stay flat.
  b. expiry: ids held stay in the band above during the steady phase; after traffic stops, the
     worker caught up (lag 0) and the gauge settled, the ids held must be EXACTLY what the rule
     keeps of what was sent (per partition: ids of minutes m with m + 1 min + horizon >=
@@ -220,6 +222,7 @@ class Sample:
     cpu: float  # worker CPU seconds so far
     filters: int  # id filter arrays mapped
     filter_rss: int  # MiB resident of them
+    ip_minutes: int = 0  # stage 2's state: sum of clickagg_stream_iprate_ip_minutes
 
     @property
     def rest(self) -> int:
@@ -241,6 +244,7 @@ def sample(worker, port: int, feed: Feed, t0: float, span_ms: int, oo_ms: int, f
         int(total(got, "clickagg_stream_consumer_lag")),
         cpu_seconds(worker.pid),
         *filter_arrays(worker.pid, fsize),
+        int(total(got, "clickagg_stream_iprate_ip_minutes")),
     )
 
 
@@ -248,7 +252,7 @@ def show(s: Sample, phase: str) -> None:
     console.print(
         f"{s.t:>5.0f} s {phase:<6} rss {s.rss:>5} MiB (filter {s.filter_rss:>3} in {s.filters:>2})"
         f"  ids {s.ids:>9,} (rule {s.expect:>9,})  disk {s.disk / 2**20:>5.1f} MiB"
-        f"  {s.events:>10,} ev  lag {s.lag:>5,}"
+        f"  ip-min {s.ip_minutes:>8,}  {s.events:>10,} ev  lag {s.lag:>5,}"
     )
 
 
@@ -666,6 +670,11 @@ def main(
         ("steady: slope, RSS less filter / RSS", f"{per_m:+.1f} / {per_m_raw:+.1f} MiB/M ev", "~0"),
         ("id filter arrays, max", f"{arrays_max}, {filter_max} MiB", f"<= {filter_cap} MiB"),
         ("steady: ids held min / max", f"{ids_min:,} / {ids_max:,}", f"{lo:,.0f}..{hi:,.0f}"),
+        (
+            "steady: stage-2 IP-minutes min / max",
+            f"{min(s.ip_minutes for s in steady_s):,} / {max(s.ip_minutes for s in steady_s):,}",
+            "flat (open minutes only)",
+        ),
         ("steady: disk, median 1st / 3rd third", f"{disk_first:.0f} / {disk_last:.0f} MiB", ""),
         ("steady: worker CPU", f"{steady_cpu:.2f} cores", ""),
         ("ids held after catch-up (gauge)", f"{sum(held.values()):,}", f"== {sum(want):,}"),

@@ -49,6 +49,11 @@ STATE_IDS = Gauge(
 STATE_DISK_BYTES = Gauge(
     "clickagg_stream_state_disk_bytes", "Local store SST bytes (ids + expiry index)", ["partition"]
 )
+IPRATE_IP_MINUTES = Gauge(
+    "clickagg_stream_iprate_ip_minutes",
+    "Stage 2 (per-IP rate rule): IP-minutes held in memory (open minutes only)",
+    ["partition"],
+)
 RECOVERY_SECONDS = Gauge(
     "clickagg_stream_recovery_seconds", "Duration of the last state recovery of an assignment"
 )

@@ -24,8 +24,6 @@ from streaming.logic.counts import AbsoluteCounts, Row
 from streaming.logic.framing import pack, unpack
 from streaming.logic.windows import MINUTE_MS, NO_WATERMARK, LatenessPolicy
 
-IpKey = tuple[str, int]  # (ip_hash, minute)
-
 
 class ForwardBatch(msgspec.Struct, array_like=True):
     """One stage-1 partition's first occurrences for one stage-2 partition, plus its watermark
@@ -69,8 +67,51 @@ def decode_batch(data: bytes) -> ForwardBatch:
 _delta_decoder = msgspec.msgpack.Decoder(IpRateDelta)
 
 
-# per (ip, minute): [distinct clicks, flagged, (campaign, ad) of each click billed so far]
-N, FLAGGED, COUNTED = 0, 1, 2
+class _Minute:
+    """The per-IP state of one event-time minute, dropped whole once the minute closes.
+
+    `ips` maps ip_hash -> state, in one of two forms (the state of a stage-2 partition is
+    rate x (1 min + allowed lateness) of these, so their size matters: ~120 B per IP-minute,
+    against ~550 B as one [count, flagged, [(campaign, ad), ...]] list per IP-minute):
+    - an int, for an IP with one click so far (nearly all of them): 0 if stage 1 did not
+      count it, else 1 + the index of its (campaign, ad) in `pairs` (a small int: shared);
+    - a list [clicks, flagged, indexes of the (campaign, ad) of each click billed so far].
+    `changed` holds the IPs changed since the last delta (insertion-ordered, like the delta)."""
+
+    __slots__ = ("ips", "pairs", "pair_index", "changed")
+
+    def __init__(self) -> None:
+        self.ips: dict[str, int | list] = {}
+        self.pairs: list[tuple[str, str]] = []  # (campaign, ad) of this minute, by first use
+        self.pair_index: dict[tuple[str, str], int] = {}
+        self.changed: dict[str, None] = {}
+
+    def pair(self, campaign: str, ad: str) -> int:
+        key = (campaign, ad)
+        i = self.pair_index.get(key)
+        if i is None:
+            i = self.pair_index[key] = len(self.pairs)
+            self.pairs.append(key)
+        return i
+
+    def state(self, ip: str) -> tuple[int, bool, list[tuple[str, str]]] | None:
+        """(clicks, flagged, (campaign, ad) of each click billed and not yet un-billed)."""
+        st = self.ips.get(ip)
+        if st is None:
+            return None
+        if type(st) is int:
+            return 1, False, [self.pairs[st - 1]] if st else []
+        return st[N], st[FLAGGED], [self.pairs[i] for i in st[COUNTED]]
+
+    def load(self, ip: str, n: int, flagged: bool, counted: list) -> None:
+        pairs = [self.pair(c, a) for c, a in counted]
+        if n == 1 and not flagged:  # (then it has at most one billed click)
+            self.ips[ip] = pairs[0] + 1 if pairs else 0
+        else:
+            self.ips[ip] = [n, flagged, pairs]
+
+
+N, FLAGGED, COUNTED = 0, 1, 2  # the fields of a state's list form
 
 
 class IpRateFlagger:
@@ -83,12 +124,10 @@ class IpRateFlagger:
         self.n_sources = n_sources
         self.src_offsets: dict[int, int] = {}
         self.src_watermarks: dict[int, int] = {}
-        self.ips: dict[IpKey, list] = {}
-        self._ips_by_minute: dict[int, list[IpKey]] = {}
+        self.minutes: dict[int, _Minute] = {}
         self.fraud = AbsoluteCounts(sign=-1)
         self.next_offset: int | None = None
         self._base: int | None = None
-        self._changed_ips: dict[IpKey, list] = {}  # changed since the last delta -> its state
 
     @property
     def watermark(self) -> int:
@@ -104,6 +143,11 @@ class IpRateFlagger:
             return NO_WATERMARK
         return max(self.src_watermarks.values()) + self.policy.out_of_orderness_ms + MINUTE_MS
 
+    @property
+    def held(self) -> int:
+        """IP-minutes in the state."""
+        return sum(len(m.ips) for m in self.minutes.values())
+
     def process(self, batch: ForwardBatch, offset: int) -> int:
         """Apply one forwarded batch; returns the number of billed clicks newly un-billed."""
         if self.next_offset is not None and offset < self.next_offset:
@@ -114,8 +158,8 @@ class IpRateFlagger:
         # a minute below this is closed in every source (`policy.is_closed_by`, hoisted out of
         # this loop, which runs once per click); stage 1 did not count its clicks either
         closed_below = self.policy.first_open_window(self.watermark)
-        ips, changed, threshold = self.ips, self._changed_ips, self.threshold
-        by_minute, bucket_minute, bucket = self._ips_by_minute, None, []
+        minutes, threshold, fraud_add = self.minutes, self.threshold, self.fraud.add
+        cur_minute, m = None, None
         for r in batch.records:
             src_offset, minute = r.src_offset, r.minute
             if src_offset <= last:
@@ -123,25 +167,32 @@ class IpRateFlagger:
             last = src_offset
             if minute < closed_below:
                 continue
-            key = (r.ip_hash, minute)
-            st = ips.get(key)
+            if minute != cur_minute:
+                cur_minute, m = minute, minutes.get(minute)
+                if m is None:
+                    m = minutes[minute] = _Minute()
+            ip, counted = r.ip_hash, r.counted
+            m.changed[ip] = None
+            st = m.ips.get(ip)
             if st is None:
-                st = ips[key] = [0, False, []]
-                if minute != bucket_minute:
-                    bucket_minute, bucket = minute, by_minute.setdefault(minute, [])
-                bucket.append(key)
-            changed[key] = st
+                if threshold >= 1:  # one click: at most the threshold, so not flagged
+                    m.ips[ip] = m.pair(r.campaign_id, r.ad_id) + 1 if counted else 0
+                    continue
+                st = m.ips[ip] = [0, False, []]
+            elif type(st) is int:  # a second click: the list form
+                st = m.ips[ip] = [1, False, [st - 1] if st else []]
             st[N] += 1
-            if r.counted:
+            if counted:
                 if st[FLAGGED]:
-                    self.fraud.add((minute, r.campaign_id, r.ad_id), 1, offset)
+                    fraud_add((minute, r.campaign_id, r.ad_id), 1, offset)
                     flagged_now += 1
                 else:
-                    st[COUNTED].append((r.campaign_id, r.ad_id))
+                    st[COUNTED].append(m.pair(r.campaign_id, r.ad_id))
             if st[N] > threshold and not st[FLAGGED]:
                 st[FLAGGED] = True
-                for (c, a), k in sorted(Counter(st[COUNTED]).items()):
-                    self.fraud.add((minute, c, a), k, offset)
+                billed = Counter(m.pairs[i] for i in st[COUNTED])
+                for (c, a), k in sorted(billed.items()):
+                    fraud_add((minute, c, a), k, offset)
                     flagged_now += k
                 st[COUNTED] = []
         self.src_offsets[src] = last
@@ -154,10 +205,8 @@ class IpRateFlagger:
         wm = self.watermark
         if wm == NO_WATERMARK:
             return
-        for minute in [m for m in self._ips_by_minute if self.policy.is_closed_by(m, wm)]:
-            for key in self._ips_by_minute.pop(minute):
-                self.ips.pop(key, None)
-                self._changed_ips.pop(key, None)
+        for minute in [m for m in self.minutes if self.policy.is_closed_by(m, wm)]:
+            del self.minutes[minute]
         self.fraud.drop(lambda start: self.policy.is_closed_by(start, wm))
 
     def rows(self) -> list[Row]:
@@ -167,8 +216,9 @@ class IpRateFlagger:
         self.fraud.mark_published(rows)
 
     def flagged(self, ip_hash: str, minute: int) -> bool:
-        st = self.ips.get((ip_hash, minute))
-        return bool(st and st[FLAGGED])
+        m = self.minutes.get(minute)
+        st = m.state(ip_hash) if m is not None else None
+        return st is not None and st[1]
 
     def mark_all_dirty(self) -> int:
         return self.fraud.mark_all_dirty()
@@ -186,8 +236,10 @@ class IpRateFlagger:
     def delta(self) -> bytes | None:
         if self.next_offset is None or self.next_offset == self._base:
             return None
-        changed = self._changed_ips.items()
-        ips = [(ip, m, st[N], st[FLAGGED], st[COUNTED]) for (ip, m), st in changed]
+        ips = []
+        for minute, m in self.minutes.items():
+            ips.extend((ip, minute, *m.state(ip)) for ip in m.changed)
+            m.changed = {}
         delta = IpRateDelta(
             self._base,
             self.next_offset,
@@ -197,7 +249,7 @@ class IpRateFlagger:
             self.fraud.take_changed(),
             self.fraud.pending(),
         )
-        self._base, self._changed_ips = self.next_offset, {}
+        self._base = self.next_offset
         return pack(batch_encoder.encode(delta))
 
     def apply(self, data: bytes) -> bool:
@@ -207,9 +259,10 @@ class IpRateFlagger:
         self.src_offsets.update(dict(d.src_offsets))
         self.src_watermarks.update(dict(d.src_watermarks))
         for ip, minute, n, flagged, counted in d.ips:
-            if (ip, minute) not in self.ips:
-                self._ips_by_minute.setdefault(minute, []).append((ip, minute))
-            self.ips[(ip, minute)] = [n, flagged, [tuple(ca) for ca in counted]]
+            m = self.minutes.get(minute)
+            if m is None:
+                m = self.minutes[minute] = _Minute()
+            m.load(ip, n, flagged, counted)
         self.fraud.load(d.fraud, d.pending)
         self.next_offset = self._base = d.end
         self._expire()
