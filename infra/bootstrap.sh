@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what is missing on a fresh Debian machine: system packages (Java for Kafka/Spark,
-# Maven to fetch the broker jars, curl, ClickHouse), then the Python virtualenv from the lock.
+# Maven to fetch the broker and S3A jars, curl, ClickHouse), then the Python virtualenv from the lock.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -35,3 +35,4 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt
   touch "$STAMP"
 fi
 infra/kafka.sh fetch
+infra/spark.sh jars  # S3A connector for Spark on an s3:// lake (CLICKAGG_SPARK_S3A)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A local Spark standalone cluster from the installed pyspark: a master, two workers and (unless
 # CLICKAGG_SPARK_CONNECT=0) a Spark Connect server that runs its jobs on that cluster.
-#   infra/spark.sh start|stop|status|env
+#   infra/spark.sh start|stop|status|env|jars
+# `jars` fetches the S3A connector (hadoop-aws + the AWS SDK v2 modules it needs,
+# infra/spark/pom.xml) into $CLICKAGG_SPARK_JARS_DIR (default .local/spark/jars) once; `start`
+# hands those jars, when fetched, to the Connect server (s3a:// reads through Connect).
 # Everything binds to 127.0.0.1. Pids and logs: $CLICKAGG_SPARK_DIR (default .local/spark).
 # Ports: CLICKAGG_SPARK_MASTER_PORT (17077), CLICKAGG_SPARK_MASTER_UI_PORT (18090),
 # CLICKAGG_SPARK_WORKER_UI_PORT (18091, 18092 for the second), CLICKAGG_SPARK_CONNECT_PORT
@@ -21,6 +24,7 @@ CORES=${CLICKAGG_SPARK_WORKER_CORES:-2}
 MEMORY=${CLICKAGG_SPARK_WORKER_MEMORY:-1g}
 TIMEOUT=${CLICKAGG_SPARK_START_TIMEOUT_S:-120}
 MASTER_URL=spark://127.0.0.1:$MASTER_PORT
+JARS=${CLICKAGG_SPARK_JARS_DIR:-$LOCAL/spark/jars}
 
 log() { printf '[spark] %s\n' "$*" >&2; }
 
@@ -67,6 +71,22 @@ wait_for() { # NAME WHAT CMD...: poll CMD until it succeeds, NAME's process exit
   done
 }
 
+jars() { # the S3A jars, fetched once through Maven like the Kafka broker jars
+  if [ -f "$JARS/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { log "mvn not found (apt-get install maven)"; exit 1; }
+  log "fetching the S3A jars (hadoop-aws + AWS SDK v2 modules) from Maven Central into $JARS"
+  mkdir -p "$JARS"
+  mvn -q -B -f "$ROOT/infra/spark/pom.xml" dependency:copy-dependencies -Dspark.jars.dir="$JARS" >&2
+  touch "$JARS/.complete"
+}
+
+jar_list() { # comma-separated fetched jars (empty if not fetched)
+  [ -f "$JARS/.complete" ] || return 0
+  local IFS=,
+  local files=("$JARS"/*.jar)
+  echo "${files[*]}"
+}
+
 two_workers() { [ "$(alive_workers)" -ge 2 ]; }
 connect_up() { port_open "$CONNECT_PORT"; }
 
@@ -88,8 +108,12 @@ start() {
   if [ "$CONNECT" = "1" ]; then
     # a long-running driver on the cluster: one 1-core executor, so apps of the tests still fit
     # (the launcher sizes the Connect server's JVM like a daemon: SPARK_DAEMON_MEMORY)
+    local jar_opts=()
+    local list
+    list=$(jar_list)
+    if [ -n "$list" ]; then jar_opts=(--jars "$list"); else log "connect: no S3A jars ($0 jars)"; fi
     SPARK_DAEMON_MEMORY=768m launch connect "$home/bin/spark-submit" \
-      --class org.apache.spark.sql.connect.service.SparkConnectServer \
+      --class org.apache.spark.sql.connect.service.SparkConnectServer "${jar_opts[@]}" \
       --name clickagg-connect --master "$MASTER_URL" \
       --driver-memory 768m --executor-memory 512m \
       --conf spark.cores.max=1 --conf spark.executor.cores=1 \
@@ -135,8 +159,9 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  jars) jars ;;
   env)
     echo "CLICKAGG_SPARK_MASTER=$MASTER_URL"
     [ "$CONNECT" = "1" ] && echo "CLICKAGG_SPARK_REMOTE=sc://127.0.0.1:$CONNECT_PORT" ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|jars" >&2; exit 2 ;;
 esac
