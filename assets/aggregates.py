@@ -129,20 +129,25 @@ def _reconcile_files(
     from pyspark.sql import functions as F
 
     seeds = watermark_seeds(files, horizon, lambda f: file_max_event_time(f, settings))
+    # local copies: what the DuckDB recount reads (and Spark too, unless it reads s3a itself)
     with (
         lake_store.local_copies(files) as paths,
         lake_store.local_paths(seen_urls) as seen_paths,
         lake_store.local_copies(horizon if full else []) as horizon_paths,
     ):
+        raw_in, seen_in = paths, seen_paths
+        if lake_store.is_s3 and spark.s3a_on:  # executors read the lake themselves
+            raw_in = [lake.s3a_url(f.url) for f in files]
+            seen_in = [lake.s3a_url(u) for u in seen_urls]
         session = spark.session()
         seed_df = None
         if seeds:
             seed_df = session.createDataFrame(
                 seeds, "kafka_partition int, first long, last long, seed_max_t long"
             )
-        seen_df = session.read.parquet(*seen_paths) if seen_paths else None
+        seen_df = session.read.parquet(*seen_in) if seen_in else None
         small = first_seen.rows_in(paths) <= broadcast_max_rows
-        result = reconcile(load_raw(session, paths), params, seed_df, seen_df, small)
+        result = reconcile(load_raw(session, raw_in), params, seed_df, seen_df, small)
         rows = (
             result.withColumn("minute_ms", F.unix_millis("window_start"))
             .drop("window_start")
@@ -224,6 +229,7 @@ def minute_aggregates(
             config.index_buckets,
             context.run_id,
             context.log,
+            spark.s3a_on,
         )
         for h in earlier:
             seen_urls += first_seen.index_file_urls(root, topic, h, pointers[h], settings)

@@ -89,10 +89,12 @@ def build(
     buckets: int,
     run_id: str,
     log=None,
+    spark_s3a: bool = False,
 ) -> dict[int, fs_.Pointer]:
     """(Re)build the index of these event hours from their raw files: one Spark read of the
     hours' files (4 columns), one write, then per hour: publish the version, swap `_CURRENT`,
-    drop the previous versions. Returns the new pointers."""
+    drop the previous versions. Returns the new pointers. `spark_s3a` (an s3:// lake): Spark
+    reads and writes s3a:// itself (SparkResource.s3a_on)."""
     from pyarrow import fs as pafs
 
     root, topic = lake_store.url, lake_store.topic
@@ -101,13 +103,21 @@ def build(
     listed = {h: raw_files_for(root, topic, [h], settings) for h in hours}
     files = lake.resolve_blocks([f for fl in listed.values() for f in fl])
     t0 = time.monotonic()
+    # s3a: executors read the raw files and write the index into a staging prefix of the lake
+    # themselves; otherwise Spark reads local copies and writes a temp dir of the run worker
+    s3a = lake_store.is_s3 and spark_s3a
     with (
-        lake_store.local_copies(files) as paths,
+        lake_store.local_copies([] if s3a else files) as paths,
         tempfile.TemporaryDirectory(prefix="clickagg-index-") as tmp,
     ):
-        out_dir = os.path.join(tmp, "out")
+        if s3a:
+            out_url = f"{fs_.topic_prefix(root, topic)}/_staging/{run_id}-{uuid.uuid4().hex[:8]}"
+            paths, spark_out = [lake.s3a_url(f.url) for f in files], lake.s3a_url(out_url)
+        else:
+            out_url = spark_out = os.path.join(tmp, "out")
+        out_fs, out_path = lake.filesystem(out_url, settings) if s3a else (None, out_url)
         if buckets <= 0:
-            buckets = fs_.auto_buckets(rows_in(paths) / len(hours))
+            buckets = fs_.auto_buckets(rows_in(paths, settings) / len(hours))
         if paths:
             raw = session.read.parquet(*paths)
             rows = fs_.index_rows(raw, min(hours), max(hours) + HOUR_MS, buckets)
@@ -118,24 +128,24 @@ def build(
                 .sortWithinPartitions("event_id")
                 .write.partitionBy("hour", "bucket")
                 .option("compression", "zstd")  # entropy-codes the hex ids (~2x vs snappy)
-                .parquet(out_dir)
+                .parquet(spark_out)
             )
-        local = pafs.LocalFileSystem()
+        out_fs = out_fs or pafs.LocalFileSystem()
         pointers = {}
         for h in hours:
             version = f"{signature(listed[h])}-{uuid.uuid4().hex[:8]}"
-            src = os.path.join(out_dir, f"hour={h}")
-            n = _rows_under(src)
+            src = f"{out_path}/hour={h}"
+            n = _rows_under(out_fs, src)
             if n:
                 dest_url = fs_.version_prefix(root, topic, h, version)
                 dest_fs, dest_path = lake.filesystem(dest_url, settings)
-                for rel in _parquet_under(src):  # not Spark's .crc / _SUCCESS side files
+                for rel in _parquet_under(out_fs, src):  # not Spark's .crc / _SUCCESS files
                     target = f"{dest_path}/{rel}"
                     dest_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
                     pafs.copy_files(
-                        os.path.join(src, rel),
+                        f"{src}/{rel}",
                         target,
-                        source_filesystem=local,
+                        source_filesystem=out_fs,
                         destination_filesystem=dest_fs,
                     )
             ptr = fs_.Pointer(
@@ -149,6 +159,8 @@ def build(
             _write_pointer(root, topic, h, ptr, settings)
             _drop_other_versions(root, topic, h, version, settings)
             pointers[h] = ptr
+        if s3a and out_fs.get_file_info(out_path).type != pafs.FileType.NotFound:
+            out_fs.delete_dir(out_path)
     if log is not None:
         log.info(
             f"first-seen index: built {len(hours)} hour(s) from {len(files)} raw file(s), "
@@ -157,33 +169,53 @@ def build(
     return pointers
 
 
-def rows_in(paths: list[str]) -> int:
+def rows_in(paths: list[str], settings=None) -> int:
+    """Rows of Parquet files from their footers: local paths, or s3a:// URLs (read through the
+    lake's S3 filesystem)."""
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    total = 0
+    for p in paths:
+        if p.startswith("s3a://"):
+            fsys, path = lake.filesystem("s3://" + p[len("s3a://") :], settings)
+            with fsys.open_input_file(path) as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+        else:
+            total += pq.ParquetFile(p).metadata.num_rows
+    return total
 
 
-def _parquet_under(directory: str) -> list[str]:
-    """Relative paths of the Parquet files below a directory (none if it does not exist)."""
-    out = []
-    for dirpath, _dirs, names in os.walk(directory):
-        for name in names:
-            if name.endswith(".parquet"):
-                out.append(os.path.relpath(os.path.join(dirpath, name), directory))
-    return sorted(out)
+def _parquet_under(fsys, directory: str) -> list[str]:
+    """Relative paths of the Parquet files below a directory of `fsys` (none if missing)."""
+    from pyarrow import fs as pafs
 
-
-def _rows_under(directory: str) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(
-        pq.ParquetFile(os.path.join(directory, rel)).metadata.num_rows
-        for rel in _parquet_under(directory)
+    infos = fsys.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))
+    return sorted(
+        i.path[len(directory) + 1 :]
+        for i in infos
+        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
     )
 
 
+def _rows_under(fsys, directory: str) -> int:
+    import pyarrow.parquet as pq
+
+    total = 0
+    for rel in _parquet_under(fsys, directory):
+        with fsys.open_input_file(f"{directory}/{rel}") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
 def current(
-    session, lake_store: LakeResource, settings, hours: list[int], buckets: int, run_id, log=None
+    session,
+    lake_store: LakeResource,
+    settings,
+    hours: list[int],
+    buckets: int,
+    run_id,
+    log=None,
+    spark_s3a: bool = False,
 ) -> tuple[dict[int, fs_.Pointer], list[int]]:
     """Pointers of these hours with every missing or stale hour (raw file set changed since its
     build: late files) rebuilt first. Returns (pointers, hours rebuilt)."""
@@ -199,7 +231,9 @@ def current(
                 + (f" (+{len(stale) - 10} more)" if len(stale) > 10 else "")
                 + ": building"
             )
-        pointers.update(build(session, lake_store, settings, stale, buckets, run_id, log))
+        pointers.update(
+            build(session, lake_store, settings, stale, buckets, run_id, log, spark_s3a)
+        )
     return pointers, stale
 
 
@@ -226,11 +260,26 @@ def first_seen_index(
     root, topic = lake_store.url, lake_store.topic
     session = spark.session()
     if config.force:
-        pointers = build(session, lake_store, settings, hours, config.buckets, context.run_id)
+        pointers = build(
+            session,
+            lake_store,
+            settings,
+            hours,
+            config.buckets,
+            context.run_id,
+            spark_s3a=spark.s3a_on,
+        )
         built = hours
     else:
         pointers, built = current(
-            session, lake_store, settings, hours, config.buckets, context.run_id, context.log
+            session,
+            lake_store,
+            settings,
+            hours,
+            config.buckets,
+            context.run_id,
+            context.log,
+            spark.s3a_on,
         )
     problems, per_hour = [], {}
     for h in hours:

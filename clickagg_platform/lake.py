@@ -75,6 +75,15 @@ def filesystem(root: str, settings: Settings | None = None) -> tuple[pafs.FileSy
     return pafs.FileSystem.from_uri(root)
 
 
+def s3a_url(url: str) -> str:
+    """The URL Spark's S3A connector reads for a lake URL: s3://bucket/key -> s3a://bucket/key
+    (same object; Hadoop binds the S3A filesystem to the s3a scheme only). Other URLs are
+    refused: only an s3:// lake is read through S3A."""
+    if not url.startswith("s3://") or not url[len("s3://") :].split("/", 1)[0]:
+        raise ValueError(f"not an s3://bucket/... URL: {url!r}")
+    return "s3a://" + url[len("s3://") :]
+
+
 def raw_file_url(root: str, topic: str, partition: int, first: int, last: int) -> str:
     return (
         f"{root.rstrip('/')}/raw/topic={topic}/partition={partition}/"

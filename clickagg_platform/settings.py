@@ -2,7 +2,8 @@
 
 Local defaults start everything on loopback under ``.local/``. Pointing the platform at external
 services is a matter of environment: ``CLICKAGG_KAFKA_BOOTSTRAP``, ``CLICKAGG_CLICKHOUSE_HOST``
-with ``CLICKAGG_CLICKHOUSE_EXTERNAL=1``, ``CLICKAGG_LAKE_URL=s3://...``.
+with ``CLICKAGG_CLICKHOUSE_EXTERNAL=1``, ``CLICKAGG_LAKE_URL=s3://...``; a Spark cluster reads an
+S3 lake itself with ``CLICKAGG_SPARK_S3A=1`` (docs/batch.md "Running on a cluster").
 """
 
 from __future__ import annotations
@@ -110,6 +111,16 @@ class Settings(BaseSettings):
     lake_url: str = Field("", description="Raw archive root; default file://<local_dir>/lake")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint override")
 
+    # Spark and an s3:// lake (docs/batch.md "Running on a cluster")
+    spark_s3a: bool = Field(
+        False,
+        description="Spark reads and writes an s3:// lake itself through s3a:// (hadoop-aws "
+        "jars of `infra/spark.sh jars`); off = the run worker downloads local copies",
+    )
+    spark_jars_dir: Path | None = Field(
+        None, description="Fetched S3A jars (infra/spark/pom.xml); default .local/spark/jars"
+    )
+
     @field_validator("signing_keys")
     @classmethod
     def _keys_well_formed(cls, v: str) -> str:
@@ -149,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir or self.local_dir / "spool"
+
+    @property
+    def spark_jars_path(self) -> Path:
+        return self.spark_jars_dir or self.local_dir / "spark" / "jars"
 
     @property
     def lake_root(self) -> str:
