@@ -20,10 +20,9 @@ Checks (the verdicts are printed; exit 1 if one fails):
     partition, allocated when a bucket opens and freed when it is dropped (or OR-merged past
     `CLICKAGG_STREAM_STATE_FILTER_GENERATIONS`), i.e. by design a step of filter MiB per
     bucket, which a shortened horizon puts inside the steady phase. So (a) compares RSS less
-    the filter arrays' resident memory (each array is its own anonymous mapping of exactly
-    that size, read from /proc/<pid>/smaps), and checks apart that the arrays never exceed
-    their bound (generations x partitions). Stage 2's IP-minutes (a gauge) are sampled too:
-    they hold only the open minutes, so they must stay flat.
+    the filter arrays (the worker's `clickagg_stream_state_filter_bytes`), and checks apart
+    that the arrays never exceed their bound (generations x partitions). Stage 2's IP-minutes
+    (a gauge) are sampled too: they hold only the open minutes, so they must stay flat.
  b. expiry: ids held stay in the band above during the steady phase; after traffic stops, the
     worker caught up (lag 0) and the gauge settled, the ids held must be EXACTLY what the rule
     keeps of what was sent (per partition: ids of minutes m with m + 1 min + horizon >=
@@ -76,7 +75,6 @@ TOLERANCE_WHY = (
 )
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-_MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$")
 
 
 # --- what was sent ---------------------------------------------------------------------------
@@ -230,6 +228,14 @@ class Sample:
         return self.rss - self.filter_rss
 
 
+def filter_arrays(got, size: int) -> tuple[int, int]:
+    """(arrays, MiB) of the id filter, from the worker's `clickagg_stream_state_filter_bytes`
+    (each array is written over as ids arrive, so allocated is resident). /proc/<pid>/smaps
+    cannot tell: the kernel merges adjacent anonymous mappings into one."""
+    nbytes = int(total(got, "clickagg_stream_state_filter_bytes"))
+    return (nbytes // size if size > 0 else 0), nbytes >> 20
+
+
 def sample(worker, port: int, feed: Feed, t0: float, span_ms: int, oo_ms: int, fsize: int):
     got = scrape(port)
     if got is None or worker.poll() is not None:
@@ -243,7 +249,7 @@ def sample(worker, port: int, feed: Feed, t0: float, span_ms: int, oo_ms: int, f
         int(total(got, "clickagg_stream_events_total")),
         int(total(got, "clickagg_stream_consumer_lag")),
         cpu_seconds(worker.pid),
-        *filter_arrays(worker.pid, fsize),
+        *filter_arrays(got, fsize),
         int(total(got, "clickagg_stream_iprate_ip_minutes")),
     )
 
@@ -265,24 +271,6 @@ def slope(xs: list[float], ys: list[float]) -> float:
         if xs[j] != xs[i]
     ]
     return statistics.median(pairs) if pairs else 0.0
-
-
-def filter_arrays(pid: int, size: int) -> tuple[int, int]:
-    """(count, resident MiB) of the anonymous mappings of exactly `size` bytes: the id filter's
-    generation arrays (numpy maps each large array on its own)."""
-    if size <= 0:
-        return 0, 0
-    count, rss_kib, anon = 0, 0, False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = _MAPPING.match(line)
-            if head:  # every mapping's header: the Rss lines after it are its own
-                size_ok = int(head[2], 16) - int(head[1], 16) == size
-                anon = size_ok and head[3] == "0" and not head[4]
-                count += anon
-            elif anon and line.startswith("Rss:"):
-                rss_kib += int(line.split()[1])
-    return count, rss_kib // 1024
 
 
 def committed_offsets(settings: Settings, group: str, partitions: int) -> int | None:

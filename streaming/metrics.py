@@ -49,6 +49,11 @@ STATE_IDS = Gauge(
 STATE_DISK_BYTES = Gauge(
     "clickagg_stream_state_disk_bytes", "Local store SST bytes (ids + expiry index)", ["partition"]
 )
+STATE_FILTER_BYTES = Gauge(
+    "clickagg_stream_state_filter_bytes",
+    "Local store's in-memory id filter arrays (bytes; bounded by generations x size)",
+    ["partition"],
+)
 IPRATE_IP_MINUTES = Gauge(
     "clickagg_stream_iprate_ip_minutes",
     "Stage 2 (per-IP rate rule): IP-minutes held in memory (open minutes only)",

@@ -561,6 +561,7 @@ class StreamRunner(ConsumerRebalanceListener):
                 stats = proc.ids.stats()
                 M.STATE_IDS.labels(tp.partition).set(stats["live_ids"])
                 M.STATE_DISK_BYTES.labels(tp.partition).set(stats["sst_bytes"])
+                M.STATE_FILTER_BYTES.labels(tp.partition).set(stats["filter_bytes"])
             else:
                 M.IPRATE_IP_MINUTES.labels(tp.partition).set(proc.held)
 
