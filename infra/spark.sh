@@ -5,6 +5,9 @@
 # `jars` fetches the S3A connector (hadoop-aws + the AWS SDK v2 modules it needs,
 # infra/spark/pom.xml) into $CLICKAGG_SPARK_JARS_DIR (default .local/spark/jars) once; `start`
 # hands those jars, when fetched, to the Connect server (s3a:// reads through Connect).
+# `start-connect` starts only a Connect server on an already running master (a second one:
+# own CLICKAGG_SPARK_DIR and CLICKAGG_SPARK_CONNECT_PORT; `stop` with that dir stops it);
+# CLICKAGG_SPARK_CONNECT_CONF adds space-separated key=value settings to the Connect server.
 # Everything binds to 127.0.0.1. Pids and logs: $CLICKAGG_SPARK_DIR (default .local/spark).
 # Ports: CLICKAGG_SPARK_MASTER_PORT (17077), CLICKAGG_SPARK_MASTER_UI_PORT (18090),
 # CLICKAGG_SPARK_WORKER_UI_PORT (18091, 18092 for the second), CLICKAGG_SPARK_CONNECT_PORT
@@ -90,6 +93,32 @@ jar_list() { # comma-separated fetched jars (empty if not fetched)
 two_workers() { [ "$(alive_workers)" -ge 2 ]; }
 connect_up() { port_open "$CONNECT_PORT"; }
 
+start_connect() { # the Connect server alone, on the master at $MASTER_URL
+  mkdir -p "$DIR/tmp"
+  local home
+  home=$(spark_home)
+  export SPARK_HOME=$home
+  # a long-running driver on the cluster: one 1-core executor, so apps of the tests still fit
+  # (the launcher sizes the Connect server's JVM like a daemon: SPARK_DAEMON_MEMORY)
+  local jar_opts=() extra=() kv
+  local list
+  list=$(jar_list)
+  if [ -n "$list" ]; then jar_opts=(--jars "$list"); else log "connect: no S3A jars ($0 jars)"; fi
+  # CLICKAGG_SPARK_CONNECT_CONF: extra key=value settings of the server (space-separated)
+  for kv in ${CLICKAGG_SPARK_CONNECT_CONF:-}; do extra+=(--conf "$kv"); done
+  SPARK_DAEMON_MEMORY=768m launch connect "$home/bin/spark-submit" \
+    --class org.apache.spark.sql.connect.service.SparkConnectServer "${jar_opts[@]}" \
+    --name clickagg-connect --master "$MASTER_URL" \
+    --driver-memory 768m --executor-memory 512m \
+    --conf spark.cores.max=1 --conf spark.executor.cores=1 \
+    --conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1 \
+    --conf spark.ui.enabled=false --conf spark.sql.session.timeZone=UTC \
+    --conf spark.connect.grpc.binding.address=127.0.0.1 \
+    --conf spark.connect.grpc.binding.port="$CONNECT_PORT" \
+    --conf spark.executorEnv.PYSPARK_PYTHON="$PYSPARK_PYTHON" "${extra[@]}"
+  wait_for connect "Spark Connect on :$CONNECT_PORT" connect_up
+}
+
 start() {
   mkdir -p "$DIR/tmp" "$DIR/work"
   local home
@@ -105,25 +134,7 @@ start() {
       --work-dir "$DIR/work/worker$i" "$MASTER_URL"
   done
   wait_for worker2 "2 ALIVE workers at $MASTER_URL" two_workers
-  if [ "$CONNECT" = "1" ]; then
-    # a long-running driver on the cluster: one 1-core executor, so apps of the tests still fit
-    # (the launcher sizes the Connect server's JVM like a daemon: SPARK_DAEMON_MEMORY)
-    local jar_opts=()
-    local list
-    list=$(jar_list)
-    if [ -n "$list" ]; then jar_opts=(--jars "$list"); else log "connect: no S3A jars ($0 jars)"; fi
-    SPARK_DAEMON_MEMORY=768m launch connect "$home/bin/spark-submit" \
-      --class org.apache.spark.sql.connect.service.SparkConnectServer "${jar_opts[@]}" \
-      --name clickagg-connect --master "$MASTER_URL" \
-      --driver-memory 768m --executor-memory 512m \
-      --conf spark.cores.max=1 --conf spark.executor.cores=1 \
-      --conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1 \
-      --conf spark.ui.enabled=false --conf spark.sql.session.timeZone=UTC \
-      --conf spark.connect.grpc.binding.address=127.0.0.1 \
-      --conf spark.connect.grpc.binding.port="$CONNECT_PORT" \
-      --conf spark.executorEnv.PYSPARK_PYTHON="$PYSPARK_PYTHON"
-    wait_for connect "Spark Connect on :$CONNECT_PORT" connect_up
-  fi
+  if [ "$CONNECT" = "1" ]; then start_connect; fi
   log "up: $MASTER_URL (UI http://127.0.0.1:$UI_PORT)$([ "$CONNECT" = 1 ] && echo ", sc://127.0.0.1:$CONNECT_PORT")"
 }
 
@@ -160,8 +171,9 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   jars) jars ;;
+  start-connect) start_connect ;;
   env)
     echo "CLICKAGG_SPARK_MASTER=$MASTER_URL"
     [ "$CONNECT" = "1" ] && echo "CLICKAGG_SPARK_REMOTE=sc://127.0.0.1:$CONNECT_PORT" ;;
-  *) echo "usage: $0 start|stop|status|env|jars" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|jars|start-connect" >&2; exit 2 ;;
 esac
