@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import msgspec
+import pytest
 from rocksdict import Options, Rdict
 
 from streaming.logic.idstore import IdStore, StoreMeta, StoreTuning, bucket_cf
@@ -120,4 +121,86 @@ def test_a_bucket_no_meta_names_is_dropped_on_open(tmp_path):
     assert again.count_keys() == 1
     flush(again, T0 + 20 * MINUTE_MS, [os.urandom(16)], 1)  # a new bucket: never number 7
     assert [b.number for b in again.meta.buckets] == [0, 8]
+    again.close()
+
+
+def cf_keys(store: IdStore, number: int) -> int:
+    return sum(1 for _ in store._cfs[number].keys())
+
+
+def test_the_open_bucket_is_in_memory_and_written_once_when_sealed(tmp_path):
+    """The open bucket's ids are never written one by one into RocksDB: they are in memory
+    (and durable in the expiry blobs), then written as one ingested SST file at the seal."""
+    store = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=250))
+    batches = [[os.urandom(16) for _ in range(100)] for _ in range(4)]
+    for i, keys in enumerate(batches[:3]):
+        flush(store, T0 + i * MINUTE_MS, keys, i)
+    assert [(b.number, b.in_memory) for b in store.meta.buckets] == [(0, True)]
+    assert cf_keys(store, 0) == 0 and store.stats()["memory_bucket_ids"] == 300
+    assert all(value(store, k) == T0 + i * MINUTE_MS for i in range(3) for k in batches[i])
+    flush(store, T0 + 3 * MINUTE_MS, batches[3], 3)  # full: bucket 0 sealed, 1 opens
+    assert [(b.number, b.in_memory) for b in store.meta.buckets] == [(0, False), (1, True)]
+    assert cf_keys(store, 0) == 300 and 0 not in store._mem
+    cf = store._cfs[0]  # ingested: nothing went through its write buffer
+    assert cf.property_int_value("rocksdb.num-entries-active-mem-table") == 0
+    assert cf.property_int_value("rocksdb.num-files-at-level0") == 0  # (the bottom level)
+    assert not list(store.path.glob("*.sst.tmp")) and not list(store.path.glob("seal-*"))
+    assert all(value(store, k) == T0 + i * MINUTE_MS for i, ks in enumerate(batches) for k in ks)
+    assert store.count_keys() == store.count_stored() == store.meta.live_ids == 400
+    store.close()
+
+    again = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=250))  # rebuilt from the blobs
+    assert again.stats()["memory_bucket_ids"] == 100 and cf_keys(again, 1) == 0
+    assert all(value(again, k) == T0 + i * MINUTE_MS for i, ks in enumerate(batches) for k in ks)
+    assert again.stored() == {k: T0 + i * MINUTE_MS for i, ks in enumerate(batches) for k in ks}
+    again.close()
+
+
+def test_a_crash_after_the_ingest_before_the_meta_write_loses_nothing(tmp_path):
+    store = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=100))
+    first = [os.urandom(16) for _ in range(100)]
+    flush(store, T0, first, 0)
+    real = store._db
+
+    class Killed:  # the RocksDB, whose next atomic write never happens
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def write(self, _wb):
+            raise OSError("killed")
+
+    store._db = Killed()
+    with pytest.raises(OSError, match="killed"):
+        flush(store, T0 + MINUTE_MS, [os.urandom(16)], 1)  # seals 0 (ingested), write fails
+    store._db = real
+    assert store.meta.buckets[0].in_memory and 0 in store._mem  # as before the failed flush
+    assert cf_keys(store, 0) == 100  # the ingested copy: harmless, the same ids
+    store.close()
+    again = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=100))
+    assert [(b.number, b.in_memory) for b in again.meta.buckets] == [(0, True)]
+    assert all(value(again, k) == T0 for k in first)
+    later = [os.urandom(16) for _ in range(5)]
+    flush(again, T0 + MINUTE_MS, later, 1)  # sealed again, now for good
+    assert [(b.number, b.in_memory) for b in again.meta.buckets] == [(0, False), (2, True)]
+    assert all(value(again, k) == T0 for k in first) and again.meta.live_ids == 105
+    again.close()
+
+
+def test_a_bucket_written_before_in_memory_buckets_is_sealed_at_the_next_flush(tmp_path):
+    store = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=1_000_000))
+    old = [os.urandom(16) for _ in range(20)]
+    flush(store, T0, old, 0)
+    # as a store of the previous layout left it: the bucket's ids in its column family, the
+    # meta without the in-memory flag
+    for k in old:
+        store._cfs[0][k] = (T0 // MINUTE_MS).to_bytes(4, "big")
+    store.meta.buckets[0].in_memory = False
+    store._db.put(b"meta", msgspec.msgpack.encode(store.meta))
+    store.close()
+    again = IdStore(tmp_path / "s", HORIZON, tuning(bucket_ids=1_000_000))
+    assert not again._mem and all(value(again, k) == T0 for k in old)  # read from RocksDB
+    new = [os.urandom(16) for _ in range(3)]
+    flush(again, T0 + MINUTE_MS, new, 1)
+    assert [(b.number, b.in_memory) for b in again.meta.buckets] == [(0, False), (1, True)]
+    assert all(value(again, k) == T0 for k in old) and all(value(again, k) for k in new)
     again.close()
