@@ -235,7 +235,10 @@ def measure_archiver(settings: Settings, events: int, core: int, state: Path) ->
         exact = False
         while time.time() < deadline and not exact:  # the partial blocks, then the check
             time.sleep(0.5)
-            table = lake.read_raw(lake.raw_files(root, settings.clicks_topic), settings)
+            try:
+                table = lake.read_raw(lake.raw_files(root, settings.clicks_topic), settings)
+            except FileNotFoundError:  # a partial block replaced after the listing: list again
+                continue
             pairs = table.select(["kafka_partition", "kafka_offset"]).to_pylist()
             exact = len(pairs) == events and len({tuple(r.values()) for r in pairs}) == events
         return rate, per_cpu, exact
