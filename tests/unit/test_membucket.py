@@ -18,7 +18,7 @@ def test_reads_like_a_dict_of_the_newest_minute_through_merges():
     bucket, want = MemBucket(), {}
     pool = [os.urandom(16) for _ in range(3000)] + [b"\x00" * 16, b"\xff" * 16]
     others = [b"\xffnot-hex-%d" % i for i in range(20)]
-    for m in range(2 * membucket.MERGE_AT + 5):  # past the merge threshold, twice
+    for m in range(membucket.MERGE_N**2 + 3):  # two tiers of merges
         keys = list({rng.choice(pool) for _ in range(rng.randrange(1, 200))})
         bucket.add(m, b"".join(keys))
         want.update(dict.fromkeys(keys, m))
@@ -26,7 +26,8 @@ def test_reads_like_a_dict_of_the_newest_minute_through_merges():
             o = rng.sample(others, 3)
             bucket.add_others(m, o)
             want.update(dict.fromkeys(o, m))
-    assert len(bucket.blocks) <= membucket.MERGE_AT
+    assert max(bucket.tiers) == 2 and len(bucket.blocks) == 1 + 3  # 67 = 64 + 3 blocks
+    assert len(bucket.blocks) == len(bucket.tiers)
     probe = pool + others + [os.urandom(16) for _ in range(50)]
     out = [None] * len(probe)
     missed = bucket.read(probe, list(range(len(probe))), out)
