@@ -259,28 +259,11 @@ def first_seen_index(
     settings = lake_store.settings()
     root, topic = lake_store.url, lake_store.topic
     session = spark.session()
+    args = (session, lake_store, settings, hours, config.buckets, context.run_id)
     if config.force:
-        pointers = build(
-            session,
-            lake_store,
-            settings,
-            hours,
-            config.buckets,
-            context.run_id,
-            spark_s3a=spark.s3a_on,
-        )
-        built = hours
+        pointers, built = build(*args, spark_s3a=spark.s3a_on), hours
     else:
-        pointers, built = current(
-            session,
-            lake_store,
-            settings,
-            hours,
-            config.buckets,
-            context.run_id,
-            context.log,
-            spark.s3a_on,
-        )
+        pointers, built = current(*args, context.log, spark.s3a_on)
     problems, per_hour = [], {}
     for h in hours:
         ptr = pointers[h]
