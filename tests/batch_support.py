@@ -4,7 +4,9 @@ independent plain-Python recount of the billing rule to compare the batch agains
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
@@ -105,3 +107,17 @@ def hour_key(ms: int) -> str:
 
 def day_key(d: date) -> str:
     return d.isoformat()
+
+
+@contextmanager
+def spark_cluster_up(spark_sh: str):
+    """The local standalone cluster + Connect server of `infra/spark.sh`: started unless already
+    up, stopped on exit only if started here."""
+    up = subprocess.run([spark_sh, "status"], capture_output=True, text=True).returncode == 0
+    if not up:
+        subprocess.run([spark_sh, "start"], check=True, timeout=300)
+    try:
+        yield
+    finally:
+        if not up:
+            subprocess.run([spark_sh, "stop"], check=True, timeout=120)

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from tests.batch_support import HOUR, MIN, place, reference_clicks, write_archive
+from tests.batch_support import HOUR, MIN, place, reference_clicks, spark_cluster_up, write_archive
 from tests.conftest import ROOT
 from tests.unit.stream_sim import expected_billable, make_events
 
@@ -41,12 +41,8 @@ CLUSTER_CONF = (
 def spark_cluster():
     """The local standalone cluster + Connect server: started unless already up, stopped only
     if this fixture started it."""
-    up = subprocess.run([SPARK_SH, "status"], capture_output=True, text=True).returncode == 0
-    if not up:
-        subprocess.run([SPARK_SH, "start"], check=True, timeout=300)
-    yield MASTER
-    if not up:
-        subprocess.run([SPARK_SH, "stop"], check=True, timeout=120)
+    with spark_cluster_up(SPARK_SH):
+        yield MASTER
 
 
 @pytest.fixture(scope="module")

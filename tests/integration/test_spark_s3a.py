@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch_support import HOUR, MIN, hour_key, place, reference_clicks, write_archive
+from tests.batch_support import (
+    HOUR,
+    MIN,
+    hour_key,
+    place,
+    reference_clicks,
+    spark_cluster_up,
+    write_archive,
+)
 from tests.conftest import ROOT
 from tests.integration.stream_harness import free_port
 from tests.unit.stream_sim import expected_billable, make_events
@@ -86,12 +94,8 @@ def s3a_jars():
 def spark_cluster(s3a_jars):
     """The local standalone cluster + Connect server: started unless already up (then its
     Connect server gets the S3A jars), stopped only if this fixture started it."""
-    up = subprocess.run([SPARK_SH, "status"], capture_output=True, text=True).returncode == 0
-    if not up:
-        subprocess.run([SPARK_SH, "start"], check=True, timeout=300)
-    yield MASTER
-    if not up:
-        subprocess.run([SPARK_SH, "stop"], check=True, timeout=120)
+    with spark_cluster_up(SPARK_SH):
+        yield MASTER
 
 
 @pytest.fixture(scope="module")
